@@ -1,0 +1,16 @@
+"""Torch modules: Volterra flow-matching math, CaLMFlow and CFM (pure torch; no AnnData)."""
+
+from __future__ import annotations
+
+from ._calmflow import CaLMFlowModule
+from ._coupling import FlowSourceMixin, ot_permutation
+from ._volterra import group_trajectories, straight_path, time_grid
+
+__all__ = [
+    "CaLMFlowModule",
+    "FlowSourceMixin",
+    "group_trajectories",
+    "ot_permutation",
+    "straight_path",
+    "time_grid",
+]

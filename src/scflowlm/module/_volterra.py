@@ -1,0 +1,68 @@
+"""Volterra flow-matching math: time grid, conditional paths, trajectory grouping (pure torch)."""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["group_trajectories", "straight_path", "time_grid"]
+
+
+def time_grid(n_time_points: int, *, device: torch.device | str | None = None) -> torch.Tensor:
+    """``N`` evenly spaced times ``t_0 = 0, ..., t_{N-1} = 1`` -> ``[N]``."""
+    if n_time_points < 2:
+        raise ValueError(f"n_time_points must be at least 2, got {n_time_points}.")
+    return torch.linspace(0.0, 1.0, n_time_points, device=device)
+
+
+def straight_path(x0: torch.Tensor, x1: torch.Tensor, times: torch.Tensor) -> torch.Tensor:
+    """Optimal-transport conditional path ``z_t = (1 - t) x0 + t x1`` at the given times.
+
+    Parameters
+    ----------
+    x0, x1
+        ``[..., D]`` source and target points.
+    times
+        ``[N]``.
+
+    Returns
+    -------
+    ``[..., N, D]``, time on the second-to-last axis.
+    """
+    t = times.view(*([1] * (x0.dim() - 1)), -1, 1)  # [1.., N, 1]
+    return (1.0 - t) * x0.unsqueeze(-2) + t * x1.unsqueeze(-2)
+
+
+def group_trajectories(
+    condition: torch.Tensor, n_trajectories: int, *, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Group cells of the same condition into sequences of ``M`` trajectories.
+
+    Every cell of the batch appears in exactly one sequence; a condition whose cell count is not a multiple
+    of ``M`` fills its last sequence with other cells of the same condition drawn at random (those repeats
+    count in the loss again, a small reweighting).
+
+    Parameters
+    ----------
+    condition
+        ``[B]`` condition codes.
+    n_trajectories
+        ``M``.
+
+    Returns
+    -------
+    ``[S, M]`` long tensor of batch indices; all M cells of a row share a condition.
+    """
+    M = n_trajectories
+    if M == 1:
+        return torch.arange(condition.shape[0], device=condition.device).view(-1, 1)
+    rows = []
+    for c in torch.unique(condition):
+        idx = torch.nonzero(condition == c).view(-1)
+        perm = torch.randperm(len(idx), generator=generator).to(idx.device)
+        idx = idx[perm]
+        pad = (-len(idx)) % M
+        if pad:
+            fill = torch.randint(len(idx), (pad,), generator=generator).to(idx.device)
+            idx = torch.cat([idx, idx[fill]])
+        rows.append(idx.view(-1, M))
+    return torch.cat(rows)

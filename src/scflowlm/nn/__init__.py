@@ -1,0 +1,25 @@
+"""Neural network building blocks (pure torch; no AnnData)."""
+
+from __future__ import annotations
+
+from ._backbone import (
+    build_backbone,
+    default_backbone_config,
+    select_attn_implementation,
+    tokenizer_from_state,
+    tokenizer_state,
+    word_tokenizer,
+)
+from ._head import VariationalHead
+from ._tokenizer import SpatioTemporalTokenizer
+
+__all__ = [
+    "SpatioTemporalTokenizer",
+    "VariationalHead",
+    "build_backbone",
+    "default_backbone_config",
+    "select_attn_implementation",
+    "tokenizer_from_state",
+    "tokenizer_state",
+    "word_tokenizer",
+]

@@ -1,0 +1,159 @@
+"""The causal language model backbone (GPT-NeoX / Pythia) and its prompt tokenizer."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+import torch
+from transformers import AutoTokenizer, GPTNeoXConfig, GPTNeoXModel, PreTrainedTokenizerFast
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+__all__ = [
+    "build_backbone",
+    "default_backbone_config",
+    "select_attn_implementation",
+    "tokenizer_from_state",
+    "tokenizer_state",
+    "word_tokenizer",
+]
+
+logger = logging.getLogger(__name__)
+
+PAD, UNK = "[PAD]", "[UNK]"
+
+
+def default_backbone_config(
+    vocab_size: int, *, hidden_size: int = 128, n_layers: int = 4, n_heads: int = 4
+) -> GPTNeoXConfig:
+    """A small random-init GPT-NeoX configuration (the offline default).
+
+    Parameters
+    ----------
+    vocab_size
+        Size of the prompt vocabulary.
+    hidden_size
+        Width of the residual stream.
+    n_layers
+        Number of transformer blocks.
+    n_heads
+        Number of attention heads.
+    """
+    return GPTNeoXConfig(
+        vocab_size=vocab_size,
+        hidden_size=hidden_size,
+        num_hidden_layers=n_layers,
+        num_attention_heads=n_heads,
+        intermediate_size=4 * hidden_size,
+        max_position_embeddings=4096,
+        rotary_pct=0.25,
+        use_parallel_residual=True,
+        hidden_dropout=0.0,
+        attention_dropout=0.0,
+        tie_word_embeddings=False,
+    )
+
+
+def word_tokenizer(prompts: Iterable[str]) -> PreTrainedTokenizerFast:
+    """A word-level tokenizer whose vocabulary is the words and punctuation of ``prompts``.
+
+    Words are split on whitespace and punctuation (``"KLF1+MAP2K6"`` -> ``KLF1``, ``+``, ``MAP2K6``), so an
+    unseen combination of seen perturbations is still made of known tokens. Unknown words map to ``[UNK]``.
+    """
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    pre = pre_tokenizers.Whitespace()
+    words = sorted({w for p in prompts for w, _ in pre.pre_tokenize_str(p)})
+    vocab = {PAD: 0, UNK: 1} | {w: i + 2 for i, w in enumerate(words)}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
+    tok.pre_tokenizer = pre
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token=PAD, unk_token=UNK, padding_side="left")
+
+
+def tokenizer_state(tokenizer: PreTrainedTokenizerBase) -> str:
+    """Serialise a fast tokenizer to a JSON string (kept in the model's init parameters)."""
+    return json.dumps(
+        {
+            "tokenizer": tokenizer.backend_tokenizer.to_str(),
+            "pad_token": tokenizer.pad_token,
+            "unk_token": tokenizer.unk_token,
+        }
+    )
+
+
+def tokenizer_from_state(state: str) -> PreTrainedTokenizerFast:
+    """Rebuild a tokenizer saved by :func:`tokenizer_state`."""
+    from tokenizers import Tokenizer
+
+    d = json.loads(state)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=Tokenizer.from_str(d["tokenizer"]),
+        pad_token=d["pad_token"],
+        unk_token=d["unk_token"],
+        padding_side="left",
+    )
+
+
+def select_attn_implementation(requested: str | None = None, *, device: str | torch.device = "cpu") -> str:
+    """Choose the attention kernel.
+
+    ``"flash_attention_2"`` is used only when asked for or when ``requested`` is ``None``/``"auto"``, the
+    ``flash_attn`` package is installed and the device is CUDA; it then needs half precision (train with
+    ``precision="bf16-mixed"``). Everything else uses PyTorch SDPA.
+    """
+    has_flash = importlib.util.find_spec("flash_attn") is not None
+    on_cuda = torch.device(device).type == "cuda"
+    if requested in (None, "auto"):
+        return "flash_attention_2" if (has_flash and on_cuda) else "sdpa"
+    if requested == "flash_attention_2" and not (has_flash and on_cuda):
+        raise ValueError("flash_attention_2 needs the flash-attn package (pip install 'scflowlm[gpu]') and CUDA.")
+    return requested
+
+
+def build_backbone(
+    backbone: str | GPTNeoXConfig | None,
+    *,
+    prompts: Iterable[str],
+    tokenizer: str | None = None,
+    attn_implementation: str = "sdpa",
+) -> tuple[GPTNeoXModel, PreTrainedTokenizerFast]:
+    """Build the backbone and its tokenizer.
+
+    Parameters
+    ----------
+    backbone
+        ``None``: a small random-init GPT-NeoX with a word-level tokenizer built from ``prompts``.
+        A string: a Hugging Face model name or local directory (e.g. ``"EleutherAI/pythia-160m"``); weights
+        and tokenizer come from ``from_pretrained``. A :class:`~transformers.GPTNeoXConfig`: random init
+        with that configuration (and a word-level tokenizer unless ``tokenizer`` is given).
+    prompts
+        The training prompts (for the word-level vocabulary).
+    tokenizer
+        A tokenizer state from :func:`tokenizer_state` to reuse (as on load).
+    attn_implementation
+        ``"sdpa"``, ``"eager"`` or ``"flash_attention_2"``.
+
+    Returns
+    -------
+    ``(model, tokenizer)``: the GPT-NeoX trunk (no LM head) and a left-padding fast tokenizer.
+    """
+    if isinstance(backbone, str):
+        model = GPTNeoXModel.from_pretrained(backbone, attn_implementation=attn_implementation)
+        if tokenizer is None:
+            tok = AutoTokenizer.from_pretrained(backbone, padding_side="left")
+            if tok.pad_token is None:
+                tok.pad_token = tok.eos_token
+            tokenizer = tokenizer_state(tok)
+        return model, tokenizer_from_state(tokenizer)
+    tok = tokenizer_from_state(tokenizer) if tokenizer is not None else word_tokenizer(prompts)
+    config = backbone if backbone is not None else default_backbone_config(len(tok))
+    config = GPTNeoXConfig.from_dict(config.to_dict())  # a private copy
+    if config.vocab_size < len(tok):
+        raise ValueError(f"The backbone vocabulary ({config.vocab_size}) is smaller than the tokenizer's ({len(tok)}).")
+    config._attn_implementation = attn_implementation
+    return GPTNeoXModel(config), tok
