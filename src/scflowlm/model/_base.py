@@ -201,7 +201,7 @@ class FlowModelBase(BaseModelClass):
 
     # ------------------------------------------------------------------ init helpers
     @property
-    def setup_args_(self) -> dict:
+    def _setup_args(self) -> dict:
         """The arguments ``setup_anndata`` was called with."""
         return self.registry_["setup_args"]
 
@@ -210,7 +210,7 @@ class FlowModelBase(BaseModelClass):
 
     def _init_data(self, adata: ad.AnnData | None) -> None:
         """Read what every model needs from the registry and the AnnData (not the module)."""
-        args = self.setup_args_
+        args = self._setup_args
         self.prompt_builder = PromptBuilder(
             args["prompt_template"], args["control_template"], args["perturbation_key"], args["control_value"]
         )
@@ -231,7 +231,7 @@ class FlowModelBase(BaseModelClass):
         D = self.n_features
         pcs = adata.varm.get("PCs") if hasattr(adata, "varm") else None
         if pcs is not None and np.asarray(pcs).shape == (adata.n_vars, D):
-            layer = self.setup_args_["layer"]
+            layer = self._setup_args["layer"]
             X = adata.layers[layer] if layer is not None else adata.X
             self.loadings_ = np.asarray(pcs, dtype=np.float32)
             self.gene_means_ = _column_means(X).astype(np.float32)
@@ -354,6 +354,8 @@ class FlowModelBase(BaseModelClass):
             steps_per_epoch = max(len(train_idx) // batch_size, 1)
             max_epochs = int(np.clip(round(2000 / steps_per_epoch), 20, 1000))
         self._prepare_module(train_idx)
+        codes = np.unique(self._registered(REGISTRY_KEYS.CONDITION_KEY, train_idx).astype(int))
+        self.train_conditions_ = [self.condition_labels[c] for c in codes]
         splitter = DataSplitter(
             self.adata_manager,
             external_indexing=[train_idx, val_idx, test_idx],
@@ -385,12 +387,17 @@ class FlowModelBase(BaseModelClass):
     _kl_weight: float = 0.0
 
     # ------------------------------------------------------------------ prediction
-    def _seen_values(self) -> dict[str, set[str]]:
-        return {f: set(self.conditions[f]) for f in self.conditions.columns}
+    def _trained_conditions(self) -> pd.DataFrame:
+        """The conditions of the training cells (all registered conditions before training)."""
+        labels = getattr(self, "train_conditions_", None)
+        if labels is None:
+            return self.conditions
+        return self.conditions[pd.Index(self.condition_labels).isin(labels)]
 
     def _warn_unseen(self, conditions: Iterable[dict[str, str]]) -> list[bool]:
-        seen = self._seen_values()
-        known = set(self.condition_labels)
+        trained = self._trained_conditions()
+        seen = {f: set(trained[f]) for f in trained.columns}
+        known = set(trained.astype(str).agg(SEP.join, axis=1))
         flags = []
         for cond in conditions:
             new = {f: v for f, v in cond.items() if v not in seen.get(f, set())}
@@ -443,12 +450,12 @@ class FlowModelBase(BaseModelClass):
 
     def _project(self, source: ad.AnnData) -> np.ndarray:
         """States of a source AnnData: its ``obsm[obsm_key]`` when it comes from the same space, else a projection."""
-        key = self.setup_args_["obsm_key"]
+        key = self._setup_args["obsm_key"]
         if self.adata is not None and source is self.adata:
             return self._registered(REGISTRY_KEYS.X_KEY).astype(np.float32)
         genes_match = self._var_names is not None and list(source.var_names) == list(self._var_names)
         if self.loadings_ is not None and genes_match:
-            layer = self.setup_args_["layer"]
+            layer = self._setup_args["layer"]
             X = source.layers[layer] if layer is not None else source.X
             x = _dense_rows(X, slice(0, source.n_obs))
             return ((x - self.gene_means_) @ self.loadings_).astype(np.float32)  # [n, D]
@@ -599,7 +606,7 @@ class FlowModelBase(BaseModelClass):
             if col in obs:
                 obs[col] = obs[col].astype(str).astype("category")
         pred = ad.AnnData(X=X, obs=obs, var=var)
-        pred.obsm[self.setup_args_["obsm_key"]] = states.astype(np.float32)
+        pred.obsm[self._setup_args["obsm_key"]] = states.astype(np.float32)
         if source is not None:
             pred.obsm[SOURCE_OBSM] = source.astype(np.float32)
         pred.uns[UNS_KEY] = {

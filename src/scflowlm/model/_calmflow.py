@@ -102,7 +102,7 @@ class CaLMFlowModel(FlowModelBase):
         if kl_weight < 0:
             raise ValueError(f"kl_weight must be >= 0, got {kl_weight}.")
         self._init_data(adata)
-        if source == "control" and self.setup_args_["control_value"] is None:
+        if source == "control" and self._setup_args["control_value"] is None:
             raise ValueError("source='control' needs setup_anndata(..., perturbation_key=, control_value=).")
         attn = select_attn_implementation(attn_implementation, device="cuda" if torch.cuda.is_available() else "cpu")
         net, tok = build_backbone(backbone, prompts=self.prompts, tokenizer=tokenizer, attn_implementation=attn)

@@ -1,0 +1,75 @@
+from __future__ import annotations
+
+import pytest
+import torch
+from helpers import tiny_config
+from transformers import GPTNeoXModel
+
+from scflowlm._constants import REGISTRY_KEYS
+from scflowlm.module import CaLMFlowModule
+
+
+def make_module(**kwargs):
+    torch.manual_seed(0)
+    kw = {"n_time_points": 5, "n_space_tokens": 2, "n_trajectories": 1, "n_latent": 4} | kwargs
+    module = CaLMFlowModule(GPTNeoXModel(tiny_config()), 6, **kw)
+    ids = torch.tensor([[0, 3, 4, 5], [6, 7, 8, 9]])  # two prompts, the first left-padded
+    mask = torch.tensor([[0, 1, 1, 1], [1, 1, 1, 1]])
+    module.set_prompts(ids, mask)
+    return module.eval()
+
+
+def batch(n=8):
+    return {
+        REGISTRY_KEYS.X_KEY: torch.randn(n, 6),
+        REGISTRY_KEYS.CONDITION_KEY: torch.tensor([0, 1] * (n // 2)).view(-1, 1).float(),
+        REGISTRY_KEYS.CONTEXT_KEY: torch.zeros(n, 1),
+        REGISTRY_KEYS.CONTROL_KEY: torch.zeros(n, 1),
+    }
+
+
+@pytest.mark.parametrize("M", [1, 2])
+def test_training_pass_shapes_and_finite_loss(M):
+    module = make_module(n_trajectories=M).train()
+    inf, gen, loss = module(batch())
+    S = 8 // M
+    assert inf["h"].shape == (S, 4, M, 2 * 32)
+    assert gen["v_hat"].shape == (S, 4, M, 6)
+    assert torch.isfinite(loss.loss)
+    loss.loss.backward()
+    assert module.tokenizer.proj[0].weight.grad is not None
+    assert module.backbone.get_input_embeddings().weight.grad is not None  # the prompt is read
+
+
+@pytest.mark.parametrize(("M", "shared_prompt"), [(1, True), (2, True), (1, False)])
+def test_kv_cache_matches_full_recomputation(M, shared_prompt):
+    module = make_module(n_trajectories=M)
+    x0 = torch.randn(3, M, 6)
+    ids, mask = (module.prompt_ids[:1], module.prompt_mask[:1]) if shared_prompt else (
+        module.prompt_ids[[0, 1, 0]], module.prompt_mask[[0, 1, 0]])
+    cached = module.generate(ids, mask, x0, temperature=1.0, use_cache=True, generator=torch.Generator().manual_seed(1))
+    full = module.generate(ids, mask, x0, temperature=1.0, use_cache=False, generator=torch.Generator().manual_seed(1))
+    assert cached.shape == (3, 5, M, 6)
+    torch.testing.assert_close(cached, full, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(cached[:, 0], x0)
+
+
+def test_prompt_changes_generation():
+    module = make_module()
+    x0 = torch.randn(2, 1, 6)
+    a = module.generate(module.prompt_ids[:1], module.prompt_mask[:1], x0, temperature=0.0)
+    b = module.generate(module.prompt_ids[1:], module.prompt_mask[1:], x0, temperature=0.0)
+    assert (a[:, -1] - b[:, -1]).abs().max() > 1e-4
+
+
+def test_control_source_pairs_within_context():
+    module = make_module(source="control")
+    module.set_standardization(torch.zeros(6), 1.0)
+    pool = torch.cat([torch.zeros(4, 6), torch.full((4, 6), 10.0)])
+    module.set_control_pool(pool, torch.tensor([0] * 4 + [1] * 4))
+    x1 = torch.randn(6, 6)
+    context = torch.tensor([0, 0, 1, 1, 0, 1])
+    is_ctrl = torch.tensor([0, 0, 0, 0, 1, 1])
+    x0 = module.draw_source(x1, context, is_ctrl)
+    assert torch.equal(x0[0], torch.zeros(6)) and torch.equal(x0[2], torch.full((6,), 10.0))
+    torch.testing.assert_close(x0[4:], x1[4:])  # controls start from themselves
