@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
-from . import data, model, module, nn, pl, tl
+from . import baselines, data, model, module, nn, pl, tl
 from .model import CaLMFlowModel
 
 try:
@@ -12,4 +12,4 @@ try:
 except PackageNotFoundError:  # pragma: no cover
     __version__ = "0.0.0"
 
-__all__ = ["CaLMFlowModel", "data", "model", "module", "nn", "pl", "tl"]
+__all__ = ["CaLMFlowModel", "baselines", "data", "model", "module", "nn", "pl", "tl"]

@@ -43,6 +43,8 @@ __all__ = ["FlowModelBase"]
 
 #: joins the field values of a condition into one category label of ``obs[CONDITION_COL]``
 SEP = " | "
+#: the one condition label of a template without fields
+NO_FIELDS = "<none>"
 
 Condition = Mapping[str, Any]
 
@@ -71,6 +73,18 @@ def _check_finite(X, what: str, *, chunk: int = 4096) -> None:
         values = block.data if sp.issparse(block) else np.asarray(block)
         if not np.all(np.isfinite(values)):
             raise ValueError(f"{what} contains NaN or infinite values; remove or impute them first.")
+
+
+def _label(values: Mapping[str, Any], keys: Sequence[str]) -> str:
+    """The category label of one condition: its values joined by :data:`SEP` (``"<none>"`` without keys)."""
+    return SEP.join(str(values[k]) for k in keys) if keys else NO_FIELDS
+
+
+def _labels(frame: pd.DataFrame, keys: Sequence[str]) -> pd.Series:
+    """:func:`_label` for every row of ``frame``."""
+    if not keys:
+        return pd.Series(NO_FIELDS, index=frame.index)
+    return frame[list(keys)].astype(str).agg(SEP.join, axis=1)
 
 
 class FlowModelBase(BaseModelClass):
@@ -173,9 +187,8 @@ class FlowModelBase(BaseModelClass):
                 )
 
         obs = adata.obs
-        obs[CONDITION_COL] = pd.Categorical(obs[builder.fields].astype(str).agg(SEP.join, axis=1))
-        ctx = obs[context_keys].astype(str).agg(SEP.join, axis=1) if context_keys else pd.Series("all", index=obs.index)
-        obs[CONTEXT_COL] = pd.Categorical(ctx)
+        obs[CONDITION_COL] = pd.Categorical(_labels(obs, builder.fields))
+        obs[CONTEXT_COL] = pd.Categorical(_labels(obs, context_keys))
         if perturbation_key is not None and control_value is not None:
             obs[CONTROL_COL] = (obs[perturbation_key].astype(str) == str(control_value)).astype(np.float32)
         else:
@@ -216,10 +229,12 @@ class FlowModelBase(BaseModelClass):
         )
         fields = self.prompt_builder.fields
         labels = self._categories(REGISTRY_KEYS.CONDITION_KEY)
-        self.conditions = pd.DataFrame([lab.split(SEP) for lab in labels], columns=fields)  # row = code
+        self.conditions = pd.DataFrame(  # row = condition code, one column per template field
+            [lab.split(SEP) if fields else [] for lab in labels], columns=fields, index=range(len(labels))
+        )
         self.condition_labels = labels
         self.contexts = self._categories(REGISTRY_KEYS.CONTEXT_KEY)
-        self.prompts = [self.prompt_builder.render(row) for row in self.conditions.to_dict("records")]
+        self.prompts = [self.prompt_builder.render(self.conditions.iloc[i].to_dict()) for i in range(len(labels))]
         self.context_keys = list(args["context_keys"]) if args.get("context_keys") is not None else self.prompt_builder.context_fields
         x_state = self.registry_["field_registries"][REGISTRY_KEYS.X_KEY]["state_registry"]
         self.n_features = len(x_state["column_names"])
@@ -397,13 +412,13 @@ class FlowModelBase(BaseModelClass):
     def _warn_unseen(self, conditions: Iterable[dict[str, str]]) -> list[bool]:
         trained = self._trained_conditions()
         seen = {f: set(trained[f]) for f in trained.columns}
-        known = set(trained.astype(str).agg(SEP.join, axis=1))
+        known = set(_labels(trained, list(trained.columns)))
         flags = []
         for cond in conditions:
             new = {f: v for f, v in cond.items() if v not in seen.get(f, set())}
             if new:
                 warnings.warn(f"Values never seen in training: {new}. The prompt still conditions on them.", UserWarning, stacklevel=3)
-            flags.append(SEP.join(cond[f] for f in self.conditions.columns) in known)
+            flags.append(_label(cond, list(self.conditions.columns)) in known)
         return flags
 
     def _device(self) -> torch.device:
@@ -578,7 +593,7 @@ class FlowModelBase(BaseModelClass):
         for f, v in cond.items():
             obs[f] = v
         full = obs[fields].astype(str).to_dict("records")
-        labels = [SEP.join(c[f] for f in fields) for c in full]
+        labels = [_label(c, fields) for c in full]
         uniq = list(dict.fromkeys(labels))
         seen = dict(zip(uniq, self._warn_unseen([dict(zip(fields, u.split(SEP), strict=True)) for u in uniq]), strict=True))
         x0_all = self.module.standardize(torch.as_tensor(x_src).to(self.module.x_mean.device)).cpu()
@@ -636,7 +651,11 @@ class FlowModelBase(BaseModelClass):
         for code in tqdm(np.nonzero(counts)[0], desc="sampling conditions", disable=len(counts) < 4):
             cond = self.conditions.iloc[code].to_dict()
             parts.append(self.predict_perturbation(cond, n_cells=int(counts[code]), temperature=temperature, seed=int(rng.integers(2**31)), batch_size=batch_size))
-        return ad.concat(parts, index_unique=None, uns_merge="first") if len(parts) > 1 else parts[0]
+        if len(parts) == 1:
+            return parts[0]
+        out = ad.concat(parts, index_unique="-", uns_merge="first")
+        out.obs_names = np.arange(out.n_obs).astype(str)
+        return out
 
     def _generate_std(self, condition: dict[str, str] | None, prompt: str, x0: torch.Tensor, *, generator: torch.Generator, **kwargs) -> torch.Tensor:
         """Standardised start states ``[n, D]`` of one condition -> standardised generated cells ``[n, D]``."""

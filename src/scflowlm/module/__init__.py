@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from ._calmflow import CaLMFlowModule
+from ._cfm import CFMModule, sinkhorn_pairing
 from ._coupling import FlowSourceMixin, ot_permutation
 from ._volterra import group_trajectories, straight_path, time_grid
 
 __all__ = [
+    "CFMModule",
     "CaLMFlowModule",
     "FlowSourceMixin",
     "group_trajectories",
     "ot_permutation",
+    "sinkhorn_pairing",
     "straight_path",
     "time_grid",
 ]

@@ -12,13 +12,16 @@ from ._backbone import (
 )
 from ._head import VariationalHead
 from ._tokenizer import SpatioTemporalTokenizer
+from ._vector_field import VectorFieldMLP, time_features
 
 __all__ = [
     "SpatioTemporalTokenizer",
     "VariationalHead",
+    "VectorFieldMLP",
     "build_backbone",
     "default_backbone_config",
     "select_attn_implementation",
+    "time_features",
     "tokenizer_from_state",
     "tokenizer_state",
     "word_tokenizer",

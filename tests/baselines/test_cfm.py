@@ -1,0 +1,131 @@
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from helpers import CONTROL_TEMPLATE, HOLDOUT, TEMPLATE, quiet_train
+
+import scflowlm
+from scflowlm.baselines import CFMModel
+
+
+def make_adata():
+    adata = scflowlm.data.synthetic_perturbation(n_cells_per_condition=24, n_genes=40, n_pcs=8, seed=0)
+    CFMModel.setup_anndata(
+        adata,
+        prompt_template=TEMPLATE,
+        control_template=CONTROL_TEMPLATE,
+        perturbation_key="condition",
+        control_value="control",
+    )
+    return adata
+
+
+def small_cfm(adata, **kwargs):
+    return CFMModel(adata, **({"n_hidden": 32, "n_layers": 2} | kwargs))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def single_thread():
+    """Tiny tensors: one thread avoids thread-synchronisation overhead on a busy machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def adata():
+    return make_adata()
+
+
+@pytest.fixture(scope="module")
+def trained(adata, single_thread):
+    return quiet_train(small_cfm(adata, flow="ot"), holdout=[HOLDOUT])
+
+
+def test_covariate_vectors(adata):
+    model = small_cfm(adata)
+    vocab = model.covariate_vocabulary
+    assert vocab["cell_type"] == ["B", "NK", "T"]
+    assert vocab["condition"] == ["IFNB", "TNF"]  # singles only; control has no coordinate
+    assert model.n_covariates == 5 == model.module.covariates.shape[1]
+    np.testing.assert_array_equal(model.covariate_vector({"cell_type": "T", "condition": "control"}), [0, 0, 1, 0, 0])
+    np.testing.assert_array_equal(model.covariate_vector({"cell_type": "B", "condition": "IFNB+TNF"}), [1, 0, 0, 1, 1])
+    np.testing.assert_array_equal(model.covariate_vector({"cell_type": "B", "condition": "TNF+IFNB"}), [1, 0, 0, 1, 1])
+    # unseen values -> zeros
+    np.testing.assert_array_equal(model.covariate_vector({"cell_type": "Plasma", "condition": "IFNB+XYZ"}), [0, 0, 0, 1, 0])
+    # the module's table follows the condition codes
+    for code, cond in enumerate(model.conditions.to_dict("records")):
+        np.testing.assert_array_equal(model.module.covariates[code].numpy(), model.covariate_vector(cond))
+    assert "OT-CFM" in model._model_summary_string
+
+
+def test_values_only_in_holdout_are_zeroed(adata):
+    model = quiet_train(small_cfm(adata, flow="i"), holdout=[{"condition": "TNF"}, {"condition": "IFNB+TNF"}])
+    # TNF appears only in held-out cells: its coordinate is never trained, so it reads as unseen
+    np.testing.assert_array_equal(model.covariate_vector({"cell_type": "B", "condition": "IFNB+TNF"}), [1, 0, 0, 1, 0])
+    assert model.module.covariates[:, 4].abs().sum() == 0
+
+
+@pytest.mark.parametrize("flow", ["i", "ot", "sb"])
+@pytest.mark.parametrize("source", ["noise", "control"])
+def test_train_predict(adata, flow, source):
+    model = quiet_train(small_cfm(adata, flow=flow, source=source), holdout=[HOLDOUT])
+    assert np.isfinite(model.history["train_loss"].to_numpy(dtype=float)).all()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the held-out combination uses seen values only: no warning
+        pred = model.predict_perturbation(HOLDOUT, n_cells=20, seed=0)
+    if source == "control":  # one prediction per control cell of the context
+        n_ctrl = int(((adata.obs.cell_type == "NK") & (adata.obs.condition == "control")).sum())
+        assert pred.n_obs == n_ctrl and "X_source" in pred.obsm
+    else:
+        assert pred.n_obs == 20
+    assert pred.shape[1] == adata.n_vars
+    assert pred.obsm["X_pca"].shape == (pred.n_obs, 8)
+    assert np.isfinite(pred.X).all()
+    assert (pred.obs["condition"] == "IFNB+TNF").all()
+
+
+def test_solver_options(trained):
+    a = trained.predict_perturbation(HOLDOUT, n_cells=30, seed=1)
+    b = trained.predict_perturbation(HOLDOUT, n_cells=30, seed=1, method="euler", n_steps=200)
+    c = trained.predict_perturbation(HOLDOUT, n_cells=30, seed=1, batch_size=7)
+    np.testing.assert_allclose(a.obsm["X_pca"], b.obsm["X_pca"], atol=0.05)
+    # dopri5 adapts its steps to the whole batch: other batches change results within the tolerance only
+    np.testing.assert_allclose(a.obsm["X_pca"], c.obsm["X_pca"], atol=1e-2)
+    d = trained.predict_perturbation(HOLDOUT, n_cells=30, seed=2)
+    assert np.abs(a.X - d.X).max() > 1e-3
+    with pytest.raises(TypeError, match="Unknown generation option"):
+        trained.predict_perturbation(HOLDOUT, n_cells=3, seed=0, use_cache=True)
+    with pytest.raises(ValueError, match="condition dict"):
+        trained.predict_perturbation("Generate a B cell stimulated with TNF:", n_cells=3, seed=0)
+    assert trained.sample(12, seed=0).n_obs == 12
+
+
+def test_save_load_identical_predictions(trained, adata, tmp_path):
+    before = trained.predict_perturbation(HOLDOUT, n_cells=15, seed=7)
+    trained.save(tmp_path / "m")
+    loaded = CFMModel.load(tmp_path / "m", adata=adata)
+    after = loaded.predict_perturbation(HOLDOUT, n_cells=15, seed=7)
+    np.testing.assert_array_equal(before.X, after.X)
+    np.testing.assert_array_equal(loaded.covariate_mask_, trained.covariate_mask_)
+    # without the AnnData
+    trained.save(tmp_path / "m2", save_anndata=False)
+    bare = CFMModel.load(tmp_path / "m2", adata=None)
+    np.testing.assert_array_equal(before.X, bare.predict_perturbation(HOLDOUT, n_cells=15, seed=7).X)
+
+
+def test_invalid_arguments(adata):
+    with pytest.raises(ValueError, match="flow"):
+        small_cfm(adata, flow="rectified")
+    with pytest.raises(ValueError, match="sigma"):
+        small_cfm(adata, flow="sb", sigma=0.0)
+    bare = scflowlm.data.synthetic_perturbation(n_cells_per_condition=5, n_genes=20, n_pcs=4, seed=0)
+    CFMModel.setup_anndata(bare, prompt_template="Generate a {cell_type} cell with {condition}:")
+    with pytest.raises(ValueError, match="source='control' needs"):
+        CFMModel(bare, source="control")
+    model = CFMModel(bare, n_hidden=8, n_layers=1)  # no perturbation key: every field is one-hot
+    assert model.n_covariates == 3 + 4

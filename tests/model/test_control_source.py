@@ -1,0 +1,99 @@
+from __future__ import annotations
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import scvi
+from helpers import quiet_train, setup, small_model
+
+import scflowlm
+
+
+def shifted_cells(n=80, d=6, shift=3.0, seed=0):
+    """Two contexts; 'drug' moves cells by `shift` along dim 0 only; each cell's own position elsewhere is random."""
+    rng = np.random.default_rng(seed)
+    rows, obs = [], []
+    for ctx, offset in (("A", 0.0), ("B", 2.0)):
+        for pert in ("control", "drug"):
+            x = rng.normal(0.0, 1.0, (n, d)) + offset
+            if pert == "drug":
+                x[:, 0] += shift
+            rows.append(x)
+            obs += [(ctx, pert)] * n
+    X = np.vstack(rows).astype(np.float32)
+    obs = pd.DataFrame(obs, columns=["cell_type", "condition"], index=[f"c{i}" for i in range(len(X))])
+    adata = ad.AnnData(X=X, obs=obs)
+    adata.obsm["X_pca"] = X.copy()
+    adata.varm["PCs"] = np.eye(d, dtype=np.float32)  # genes = coordinates, so X maps back exactly
+    return adata
+
+
+def test_one_prediction_per_source_cell_in_order(adata):
+    setup(adata)
+    model = quiet_train(small_model(adata, source="control"))
+    ctrl = adata[(adata.obs.condition == "control") & (adata.obs.cell_type == "B")].copy()
+    pred = model.predict_perturbation({"condition": "IFNB"}, source=ctrl, seed=0)
+    assert pred.n_obs == ctrl.n_obs
+    assert list(pred.obs_names) == [f"{n}-pred" for n in ctrl.obs_names]
+    assert (pred.obs["condition"] == "IFNB").all() and (pred.obs["cell_type"] == "B").all()
+    np.testing.assert_allclose(pred.obsm["X_source"], ctrl.obsm["X_pca"], rtol=1e-5, atol=1e-5)
+    assert pred.obs["prompt"].iloc[0] == "Generate a B cell stimulated with IFNB:"
+    # same seed, same cells; a boolean mask of the registered data is the same source
+    mask = ((adata.obs.condition == "control") & (adata.obs.cell_type == "B")).to_numpy()
+    again = model.predict_perturbation({"condition": "IFNB"}, source=mask, seed=0)
+    np.testing.assert_allclose(pred.X, again.X, atol=1e-5)
+    # source=None draws the registered controls of the condition's context
+    auto = model.predict_perturbation({"cell_type": "T", "condition": "TNF"}, seed=0)
+    assert auto.n_obs == int(((adata.obs.condition == "control") & (adata.obs.cell_type == "T")).sum())
+
+
+def test_unseen_context_asks_for_source(adata):
+    setup(adata)
+    model = quiet_train(small_model(adata, source="control"))
+    with pytest.raises(ValueError, match=r"no registered control cells for the context \{'cell_type': 'Plasma'\}.*pass source="):
+        model.predict_perturbation({"cell_type": "Plasma", "condition": "IFNB"})
+
+
+def test_source_with_other_genes_is_rejected(adata):
+    setup(adata)
+    model = quiet_train(small_model(adata, source="control"))
+    other = adata[:10, :20].copy()
+    with pytest.raises(ValueError, match="genes differ"):
+        model.predict_perturbation({"condition": "IFNB"}, source=other)
+    # same genes but no obsm: projected with the stored loadings
+    same = adata[adata.obs.condition == "control"][:10].copy()
+    del same.obsm["X_pca"]
+    pred = model.predict_perturbation({"condition": "IFNB"}, source=same, seed=0)
+    np.testing.assert_allclose(pred.obsm["X_source"], adata[same.obs_names].obsm["X_pca"], atol=1e-3)
+
+
+def test_noise_model_rejects_source(trained):
+    model, adata = trained
+    with pytest.raises(ValueError, match="source='control'"):
+        model.predict_perturbation({"cell_type": "B", "condition": "IFNB"}, source=adata[:5].copy())
+
+
+@pytest.mark.slow
+def test_control_source_keeps_cell_identity_noise_source_does_not():
+    """Known shift on dim 0: both sources recover it; only the control source keeps each cell's other dims."""
+    adata = shifted_cells()
+    kw = {"prompt_template": "Generate a {cell_type} cell with {condition}:", "perturbation_key": "condition", "control_value": "control"}
+    held = {"cell_type": "B", "condition": "drug"}
+    results = {}
+    for source in ("control", "noise"):
+        scvi.settings.seed = 0
+        data = adata.copy()
+        scflowlm.CaLMFlowModel.setup_anndata(data, **kw)
+        model = quiet_train(small_model(data, source=source, n_time_points=4), max_epochs=40, lr=3e-3)
+        ctrl = data[(data.obs.condition == "control") & (data.obs.cell_type == "A")].copy()
+        pred = model.predict_perturbation({"cell_type": "A", "condition": "drug"}, source=ctrl, seed=0) if source == "control" else model.predict_perturbation({"cell_type": "A", "condition": "drug"}, n_cells=ctrl.n_obs, seed=0)
+        shift = pred.obsm["X_pca"].mean(0) - ctrl.obsm["X_pca"].mean(0)
+        identity = scflowlm.tl.paired_identity(ctrl.obsm["X_pca"], pred=pred.obsm["X_pca"], mode="dims", fraction=0.8)
+        results[source] = (shift, identity.summary["mean_corr"])
+    for source, (shift, _) in results.items():
+        assert abs(shift[0] - 3.0) < 1.0, (source, shift)
+        assert np.abs(shift[1:]).max() < 0.8, (source, shift)
+    assert results["control"][1] > 0.8
+    assert abs(results["noise"][1]) < 0.3
+    del held
