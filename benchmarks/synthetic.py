@@ -96,8 +96,8 @@ def run_one(method: str, data: str, dim: int, seed: int, *, quick: bool, epochs:
         model.train(batch_size=128, enable_progress_bar=False, **train)
     gen = model.sample(500, seed=seed, temperature=temperature).obsm["X_pca"]
     return {
-        "W2": scflowlm.tl.wasserstein(gen, test),
-        "MMD": scflowlm.tl.mmd(gen, test),
+        "W2": scflowlm.tl.wasserstein(gen, test, space="raw"),
+        "MMD": scflowlm.tl.mmd(gen, test, space="raw"),
         "train s": t.s,
     }
 
