@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import scvi
+import torch
 from transformers import GPTNeoXConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -27,11 +28,12 @@ HOLDOUTS = {
 }
 
 
-def calmflow_kwargs(quick: bool) -> tuple[dict, dict]:
-    """Model and train settings: a CPU-sized model with --quick, the default model otherwise."""
+def calmflow_kwargs(quick: bool, n_cells: int) -> tuple[dict, dict]:
+    """Model and train settings: a CPU-sized model with --quick (about 3,000 steps), the default model otherwise."""
     if quick:
         backbone = GPTNeoXConfig(vocab_size=64, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=256)
-        return {"n_time_points": 8, "n_space_tokens": 1, "backbone": backbone, "n_latent": 16}, {"max_epochs": 25, "lr": 2e-3}
+        epochs = max(20, round(3000 / max(int(0.9 * n_cells) // 128, 1)))
+        return {"n_time_points": 8, "n_space_tokens": 1, "backbone": backbone, "n_latent": 16}, {"max_epochs": epochs, "lr": 2e-3}
     return {}, {}
 
 
@@ -39,12 +41,13 @@ def build(name: str, adata, quick: bool):
     """(model, train kwargs) for a model name."""
     source = "control" if name.endswith("-control") else "noise"
     if name.startswith("calmflow"):
-        kw, train = calmflow_kwargs(quick)
+        kw, train = calmflow_kwargs(quick, adata.n_obs)
         return scflowlm.CaLMFlowModel(adata, source=source, **kw), train
     if name.startswith("cfm"):
         from scflowlm.baselines import CFMModel
 
-        return CFMModel(adata, source=source, flow="ot"), {"max_epochs": 60 if quick else 300, "lr": 1e-3}
+        epochs = max(20, round((3000 if quick else 10000) / max(int(0.9 * adata.n_obs) // 128, 1)))
+        return CFMModel(adata, source=source, flow="ot"), {"max_epochs": epochs, "lr": 1e-3}
     raise ValueError(name)
 
 
@@ -56,8 +59,11 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="CPU-sized models and fewer held-out cell types")
     parser.add_argument("--n-holdouts", type=int, default=None, help="use the first n held-out conditions")
     parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (1 is fastest for the quick models)")
     args = parser.parse_args()
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     adata, setup = C.load_perturbench() if args.dataset == "perturbench" else C.load_kang()
     holdouts = HOLDOUTS[args.dataset][: args.n_holdouts or (2 if args.quick else None)]
     # perturbench: one model holds out both pairs; kang: one model per held-out stimulated cell type

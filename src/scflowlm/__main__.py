@@ -36,7 +36,7 @@ def demo(*, epochs: int | None, seed: int, n_cells: int) -> None:
     model = scflowlm.CaLMFlowModel(adata, n_time_points=8, n_space_tokens=1, backbone=backbone, n_latent=16)
     print(f"2/4 training: {model._model_summary_string}\n    held out: {held}")
     t0 = time.perf_counter()
-    model.train(max_epochs=epochs if epochs is not None else 60, batch_size=64, holdout=[held], lr=2e-3)
+    model.train(max_epochs=epochs if epochs is not None else 150, batch_size=64, holdout=[held], lr=2e-3)
     print(f"    trained in {time.perf_counter() - t0:.0f} s")
 
     print(f"3/4 predicting {n_cells} cells of the held-out combination (KV-cached autoregressive rollout)")
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m scflowlm", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("demo", help="train and evaluate on synthetic data (a few CPU minutes)")
-    p.add_argument("--epochs", type=int, default=None, help="training epochs (default 60)")
+    p.add_argument("--epochs", type=int, default=None, help="training epochs (default 150, about 2,800 steps)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n-cells", type=int, default=300, help="cells to generate")
     args = parser.parse_args(argv)

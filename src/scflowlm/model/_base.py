@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import pickle
+import signal
+import threading
 import warnings
+import zipfile
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +22,7 @@ import torch
 from scvi.data import AnnDataManager
 from scvi.data.fields import CategoricalObsField, NumericalObsField, ObsmField
 from scvi.dataloaders import DataSplitter
+from scvi.model._utils import use_distributed_sampler
 from scvi.model.base import BaseModelClass
 from scvi.train import TrainRunner
 from tqdm.auto import tqdm
@@ -32,7 +38,7 @@ from scflowlm._constants import (
 )
 from scflowlm.data import PromptBuilder
 
-from ._training import FlowTrainingPlan
+from ._training import BestWeights, ExceptionRecorder, FlowTrainingPlan, LastCheckpoint
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -67,12 +73,22 @@ def _column_means(X, *, chunk: int = 4096) -> np.ndarray:
 
 
 def _check_finite(X, what: str, *, chunk: int = 4096) -> None:
-    n = X.shape[0]
+    """Raise a ValueError naming how many cells (and the first) have NaN/inf in ``X``; reads ``chunk`` rows at a time."""
+    n, bad, first = X.shape[0], 0, None
     for start in range(0, n, chunk):
         block = X[start : min(start + chunk, n)]
-        values = block.data if sp.issparse(block) else np.asarray(block)
-        if not np.all(np.isfinite(values)):
-            raise ValueError(f"{what} contains NaN or infinite values; remove or impute them first.")
+        if sp.issparse(block):
+            block = sp.csr_matrix(block)
+            rows = np.unique(np.repeat(np.arange(block.shape[0]), np.diff(block.indptr))[~np.isfinite(block.data)])
+        else:
+            rows = np.nonzero(~np.isfinite(np.asarray(block)).all(1))[0]
+        if len(rows):
+            bad += len(rows)
+            first = start + int(rows[0]) if first is None else first
+    if bad:
+        raise ValueError(
+            f"{what} has NaN or infinite values in {bad} cells (first: row {first}); remove or impute them first."
+        )
 
 
 def _label(values: Mapping[str, Any], keys: Sequence[str]) -> str:
@@ -85,6 +101,34 @@ def _labels(frame: pd.DataFrame, keys: Sequence[str]) -> pd.Series:
     if not keys:
         return pd.Series(NO_FIELDS, index=frame.index)
     return frame[list(keys)].astype(str).agg(SEP.join, axis=1)
+
+
+def _check_same_categories(obs: pd.DataFrame, fields: list[str], context_keys: list[str], registry: dict) -> None:
+    """Raise a ValueError naming the obs values (and conditions) that a saved model's registry lacks."""
+    states = registry["field_registries"]
+    problems = []
+    for key, cols, col in (
+        (REGISTRY_KEYS.CONDITION_KEY, fields, CONDITION_COL),
+        (REGISTRY_KEYS.CONTEXT_KEY, context_keys, CONTEXT_COL),
+    ):
+        known = [str(c) for c in states[key]["state_registry"]["categorical_mapping"]]
+        new = sorted(set(obs[col].astype(str)) - set(known))
+        if not new:
+            continue
+        table = pd.DataFrame([lab.split(SEP) for lab in known], columns=cols)
+        for f in cols:
+            unseen = sorted(set(obs[f].astype(str)) - set(table[f]))
+            if unseen:
+                problems.append(f"obs[{f!r}] has value(s) {unseen[:5]} the model was not trained on")
+        if key == REGISTRY_KEYS.CONDITION_KEY:
+            problems.append(f"{len(new)} condition(s) were not registered in training, e.g. {new[:3]}")
+    if problems:
+        raise ValueError(
+            "This AnnData does not match the one the model was trained on: "
+            + "; ".join(dict.fromkeys(problems))
+            + ". Load the model with AnnData of the training conditions (a subset is fine) and generate new "
+            "conditions with predict_perturbation()."
+        )
 
 
 class FlowModelBase(BaseModelClass):
@@ -200,15 +244,14 @@ class FlowModelBase(BaseModelClass):
             CategoricalObsField(REGISTRY_KEYS.CONTEXT_KEY, CONTEXT_COL),
             NumericalObsField(REGISTRY_KEYS.CONTROL_KEY, CONTROL_COL),
         ]
+        if kwargs.get("source_registry") is not None:
+            _check_same_categories(obs, builder.fields, context_keys, kwargs["source_registry"])
         adata_manager = AnnDataManager(fields=fields, setup_method_args=setup_method_args)
         try:
             adata_manager.register_fields(adata, **kwargs)
         except ValueError as err:
             if "source_registry" in kwargs:
-                raise ValueError(
-                    "This AnnData does not match the one the model was trained on (conditions or contexts "
-                    f"differ): {err}"
-                ) from err
+                raise ValueError(f"This AnnData does not match the one the model was trained on: {err}") from err
             raise
         cls.register_manager(adata_manager)
 
@@ -315,6 +358,9 @@ class FlowModelBase(BaseModelClass):
         gradient_clip_val: float = 1.0,
         plan_kwargs: dict | None = None,
         datasplitter_kwargs: dict | None = None,
+        keep_best: bool = True,
+        checkpoint_dir: str | None = None,
+        ckpt_path: str | None = None,
         **trainer_kwargs,
     ) -> None:
         """Train with teacher forcing (simulation-free), through scvi-tools and Lightning.
@@ -322,7 +368,7 @@ class FlowModelBase(BaseModelClass):
         Parameters
         ----------
         max_epochs
-            Passes over the training cells; default: about 2,000 optimisation steps, between 20 and 1,000 epochs.
+            Passes over the training cells; default: about 4,000 optimisation steps, between 20 and 1,000 epochs.
         batch_size
             Cells per minibatch.
         lr
@@ -335,7 +381,7 @@ class FlowModelBase(BaseModelClass):
         train_size, validation_size
             Split of the remaining cells (scvi-tools' :class:`~scvi.dataloaders.DataSplitter`).
         accelerator, devices
-            Lightning device settings; ``strategy="ddp"`` etc. go in ``trainer_kwargs``.
+            Lightning device settings; ``strategy="ddp"`` etc. go in ``trainer_kwargs`` (see Notes).
         early_stopping
             Stop when the validation loss stops improving.
         gradient_clip_val
@@ -344,6 +390,17 @@ class FlowModelBase(BaseModelClass):
             Extra :class:`~scflowlm.model.FlowTrainingPlan` arguments.
         datasplitter_kwargs
             Extra :class:`~scvi.dataloaders.DataSplitter` arguments.
+        keep_best
+            Keep the weights of the best validation loss (training loss without a validation set) in memory
+            and load them back when training ends, stops early, diverges or is interrupted
+            (:class:`~scflowlm.model.BestWeights`). ``False``: the model keeps its last weights.
+        checkpoint_dir
+            Write a resumable Lightning checkpoint ``<checkpoint_dir>/last.ckpt`` after every epoch
+            (:class:`~scflowlm.model.LastCheckpoint`).
+        ckpt_path
+            Resume from a Lightning checkpoint (e.g. ``<checkpoint_dir>/last.ckpt``): weights, optimiser,
+            learning-rate schedule and epoch counter continue up to ``max_epochs`` (the total, not extra epochs).
+            Use the same AnnData, architecture, ``batch_size``, ``max_epochs`` and ``scvi.settings.seed``.
         **trainer_kwargs
             Passed to the Lightning trainer (``precision="bf16-mixed"``, ``strategy``, ``callbacks``, ...).
 
@@ -351,6 +408,26 @@ class FlowModelBase(BaseModelClass):
         -----
         Sets ``is_trained_``, ``history_`` (see :attr:`history`) and ``train_indices_``/``validation_indices_``/
         ``test_indices_`` (the held-out cells).
+
+        A non-finite training loss stops training with :class:`~scflowlm.model.NonFiniteLossError` (naming
+        the epoch, step and batch). ``KeyboardInterrupt`` (Ctrl+C, a notebook's stop button) ends training
+        with the best weights so far loaded (``keep_best``) and is raised again after the model is usable.
+
+        *Reproducibility.* With ``scvi.settings.seed = s`` set before the model is built, the same data and
+        settings give identical weights and predictions on CPU (the split, initialisation, minibatch order
+        and sampling all follow the seed). On GPU, scvi-tools sets ``torch.backends.cudnn.deterministic``,
+        but some CUDA kernels (attention backward passes, atomics in scatter/index ops, flash attention,
+        bf16 reductions) are non-deterministic: runs agree closely, not bit for bit. For bitwise GPU
+        reproducibility also call ``torch.use_deterministic_algorithms(True)``, set
+        ``CUBLAS_WORKSPACE_CONFIG=:4096:8`` and use ``attn_implementation="eager"``, at a speed cost.
+
+        *Several devices.* Distribution is Lightning's: ``model.train(strategy="ddp", devices=4,
+        accelerator="gpu")`` trains on 4 GPUs with one process each (the data loaders get scvi-tools'
+        distributed sampler, so ``batch_size`` is per device). Run it from a script (``python train.py``),
+        not a notebook: Lightning re-executes the script for the other ranks (in notebooks use
+        ``strategy="ddp_notebook"``). Only rank 0 should save the model
+        (``if model.trainer.is_global_zero: model.save(...)``). ``early_stopping`` is switched off under DDP
+        by scvi-tools.
         """
         if self.adata is None:
             raise ValueError("This model has no AnnData; pass one to load() to train.")
@@ -367,16 +444,19 @@ class FlowModelBase(BaseModelClass):
             )
         if max_epochs is None:
             steps_per_epoch = max(len(train_idx) // batch_size, 1)
-            max_epochs = int(np.clip(round(2000 / steps_per_epoch), 20, 1000))
+            max_epochs = int(np.clip(round(4000 / steps_per_epoch), 20, 1000))
         self._prepare_module(train_idx)
         codes = np.unique(self._registered(REGISTRY_KEYS.CONDITION_KEY, train_idx).astype(int))
         self.train_conditions_ = [self.condition_labels[c] for c in codes]
+        datasplitter_kwargs = dict(datasplitter_kwargs or {})
+        if use_distributed_sampler(trainer_kwargs.get("strategy")):
+            datasplitter_kwargs.setdefault("distributed_sampler", True)
         splitter = DataSplitter(
             self.adata_manager,
             external_indexing=[train_idx, val_idx, test_idx],
             batch_size=batch_size,
             drop_last=True,
-            **(datasplitter_kwargs or {}),
+            **datasplitter_kwargs,
         )
         plan_kwargs = {"lr": lr, "weight_decay": weight_decay, "optimizer": "AdamW"} | (plan_kwargs or {})
         plan_kwargs.setdefault("max_kl_weight", self._kl_weight)
@@ -385,6 +465,13 @@ class FlowModelBase(BaseModelClass):
             trainer_kwargs.setdefault("early_stopping", True)
             trainer_kwargs.setdefault("early_stopping_monitor", "elbo_validation")
         trainer_kwargs.setdefault("check_val_every_n_epoch", max(1, max_epochs // 20) if len(val_idx) else None)
+        callbacks = list(trainer_kwargs.pop("callbacks", None) or [])
+        best = BestWeights("validation_loss" if len(val_idx) else "train_loss") if keep_best else None
+        ended_by = ExceptionRecorder()
+        callbacks += [c for c in (best, LastCheckpoint(checkpoint_dir) if checkpoint_dir is not None else None) if c]
+        callbacks.append(ended_by)
+        if ckpt_path is not None and not os.path.isfile(ckpt_path):
+            raise FileNotFoundError(f"ckpt_path {str(ckpt_path)!r} is not a file (a Lightning .ckpt checkpoint).")
         runner = TrainRunner(
             self,
             training_plan=plan,
@@ -393,10 +480,29 @@ class FlowModelBase(BaseModelClass):
             accelerator=accelerator,
             devices=devices,
             gradient_clip_val=gradient_clip_val,
+            callbacks=callbacks,
+            ckpt_path=None if ckpt_path is None else os.fspath(ckpt_path),
             **trainer_kwargs,
         )
-        runner()
-        self.module.eval()
+        sigint = signal.getsignal(signal.SIGINT)
+        try:
+            runner()
+        except SystemExit:
+            # Lightning turns KeyboardInterrupt into sys.exit(1); give the user back the interrupt instead
+            if not isinstance(ended_by.exception, KeyboardInterrupt):
+                raise
+            self.module.eval()
+            self.is_trained_ = runner.trainer.current_epoch > 0
+            if best is not None and best.restored:
+                kept = f"the weights of epoch {best.best_epoch} ({best.monitor}={best.best_score:.4g})"
+            else:
+                kept = f"its last weights (epoch {runner.trainer.current_epoch})"
+            raise KeyboardInterrupt(f"Training interrupted; the model keeps {kept}.") from None
+        finally:
+            self.module.eval()
+            # Lightning ignores SIGINT from the first Ctrl+C on; restore the handler so the next one works
+            if sigint is not None and threading.current_thread() is threading.main_thread():
+                signal.signal(signal.SIGINT, sigint)
 
     #: KL weight handed to the training plan (set by a subclass)
     _kl_weight: float = 0.0
@@ -660,6 +766,61 @@ class FlowModelBase(BaseModelClass):
     def _generate_std(self, condition: dict[str, str] | None, prompt: str, x0: torch.Tensor, *, generator: torch.Generator, **kwargs) -> torch.Tensor:
         """Standardised start states ``[n, D]`` of one condition -> standardised generated cells ``[n, D]``."""
         raise NotImplementedError
+
+    @classmethod
+    def load(cls, dir_path: str, adata: ad.AnnData | None = None, *, prefix: str | None = None, **kwargs):
+        """Load a model saved with :meth:`save` (see :meth:`scvi.model.base.BaseModelClass.load`).
+
+        With ``adata``, it is checked against the saved registry: the genes (names and order), the
+        ``obsm`` width and the condition/context values must be those of training (a subset of the cells
+        is fine). Raises :class:`FileNotFoundError` for a missing directory or model file and
+        :class:`ValueError` for an unreadable (corrupt) save or an AnnData that does not match, naming what
+        differs.
+        """
+        path = os.fspath(dir_path)
+        model_file = os.path.join(path, f"{prefix or ''}model.pt")
+        if kwargs.get("backup_url") is None:
+            if not os.path.isdir(path):
+                raise FileNotFoundError(f"No saved model at {path!r}: the directory does not exist.")
+            if not os.path.isfile(model_file):
+                raise FileNotFoundError(
+                    f"{path!r} holds no saved model: {os.path.basename(model_file)} is missing "
+                    f"(the directory has {sorted(os.listdir(path))[:10]})."
+                )
+        try:
+            with warnings.catch_warnings():
+                # scvi-tools only warns about other genes; they are an error below
+                warnings.filterwarnings("ignore", message=r".?var_names.? for the loaded")
+                model = super().load(path, adata=adata, prefix=prefix, **kwargs)
+        except (pickle.UnpicklingError, EOFError, zipfile.BadZipFile, OSError, RuntimeError, ValueError, KeyError) as err:
+            unreadable = isinstance(err, pickle.UnpicklingError | EOFError | zipfile.BadZipFile | OSError) or (
+                isinstance(err, RuntimeError) and ("PytorchStreamReader" in str(err) or "zip archive" in str(err))
+            ) or (isinstance(err, ValueError) and str(err).startswith("Failed to load model file"))
+            if isinstance(err, KeyError) and err.args and err.args[0] in ("attr_dict", "var_names", "model_state_dict"):
+                unreadable = True
+            if not unreadable or isinstance(err, FileNotFoundError):
+                raise
+            raise ValueError(
+                f"The saved model in {path!r} cannot be read: it is corrupt, incomplete or not a {cls.__name__} "
+                f"save ({type(err).__name__}: {err})."
+            ) from err
+        saved = getattr(model, "var_names_", None)
+        if adata is not None and adata is not False and saved is not None:
+            saved = pd.Index(np.asarray(saved).astype(str))
+            genes = pd.Index(adata.var_names.astype(str))
+            if not genes.equals(saved):
+                missing, extra = saved.difference(genes, sort=False), genes.difference(saved, sort=False)
+                detail = (
+                    "the same genes in another order"
+                    if not len(missing) and not len(extra)
+                    else f"{len(genes)} genes vs {len(saved)} in training; missing: {list(missing[:5])}"
+                    f"{' ...' if len(missing) > 5 else ''}; not in training: {list(extra[:5])}{' ...' if len(extra) > 5 else ''}"
+                )
+                raise ValueError(
+                    f"The AnnData's genes differ from the ones the model was trained on ({detail}). "
+                    "Subset and order them as in training: adata[:, model.var_names_]."
+                )
+        return model
 
     def save(self, dir_path: str, *, prefix: str | None = None, overwrite: bool = False, save_anndata: bool = False, **kwargs) -> None:
         """Save the model (weights, registry, init parameters and every ``*_`` attribute) to ``dir_path``.
