@@ -18,9 +18,9 @@ import torch
 from transformers import GPTNeoXConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _common as C  # noqa: E402
+import _common as C
 
-import scflowlm  # noqa: E402
+import scflowlm
 
 HOLDOUTS = {
     "perturbench": [{"cell_type": "k562", "condition": "KLF1+MAP2K6"}, {"cell_type": "k562", "condition": "CBL+CNN1"}],
@@ -28,7 +28,7 @@ HOLDOUTS = {
 }
 
 
-def calmflow_kwargs(quick: bool, n_cells: int) -> tuple[dict, dict]:
+def calmflow_kwargs(n_cells: int, *, quick: bool) -> tuple[dict, dict]:
     """Model and train settings: a CPU-sized model with --quick (about 3,000 steps), the default model otherwise."""
     if quick:
         backbone = GPTNeoXConfig(vocab_size=64, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=256)
@@ -37,11 +37,11 @@ def calmflow_kwargs(quick: bool, n_cells: int) -> tuple[dict, dict]:
     return {}, {}
 
 
-def build(name: str, adata, quick: bool):
+def build(name: str, adata, *, quick: bool):
     """(model, train kwargs) for a model name."""
     source = "control" if name.endswith("-control") else "noise"
     if name.startswith("calmflow"):
-        kw, train = calmflow_kwargs(quick, adata.n_obs)
+        kw, train = calmflow_kwargs(adata.n_obs, quick=quick)
         return scflowlm.CaLMFlowModel(adata, source=source, **kw), train
     if name.startswith("cfm"):
         from scflowlm.baselines import CFMModel
@@ -78,7 +78,7 @@ def main() -> None:
                 scvi.settings.seed = seed
                 ad = adata.copy()
                 scflowlm.CaLMFlowModel.setup_anndata(ad, **setup)
-                model, train_kw = build(name, ad, args.quick)
+                model, train_kw = build(name, ad, quick=args.quick)
                 with C.Timer() as t:
                     model.train(holdout=group, batch_size=128, enable_progress_bar=False, **train_kw)
                 for held in group:

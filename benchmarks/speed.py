@@ -28,9 +28,9 @@ import pandas as pd
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _common as C  # noqa: E402
+import _common as C
 
-import scflowlm  # noqa: E402
+import scflowlm
 
 warnings.filterwarnings("ignore")
 HELD = {"cell_type": "NK", "condition": "IFNB+TNF"}
@@ -113,7 +113,7 @@ def main() -> None:
                          capture_output=True, text=True, check=True)
     mem = json.loads(out.stdout.strip().splitlines()[-1])
     notes = (
-        f"Generation throughput vs number of cells (16 x 4, batch 256): "
+        "Generation throughput vs number of cells (16 x 4, batch 256): "
         + ", ".join(f"{r['cells']} cells: {r['gen cells/s (cache)']:.0f} cells/s" for r in scaling)
         + f".\n\nPeak memory generating {mem['cells']:,} cells x {mem['genes']} genes in batches of 256 (fresh process, max RSS): "
         f"{mem['peak_rss_mb']:.0f} MB (after building the model and data: {mem['rss_after_setup_mb']:.0f} MB); target < 2,048 MB."

@@ -30,9 +30,9 @@ import scvi
 from transformers import GPTNeoXConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _common as C  # noqa: E402
+import _common as C
 
-import scflowlm  # noqa: E402
+import scflowlm
 
 warnings.filterwarnings("ignore")
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
@@ -13,6 +12,8 @@ from scflowlm.model._base import FlowModelBase
 from scflowlm.module._cfm import CFMModule
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     import anndata as ad
 
 __all__ = ["CFMModel"]

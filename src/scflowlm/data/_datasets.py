@@ -64,7 +64,7 @@ def fetch(url: str, *, filename: str, sha256: str | None, cache_dir: str | Path 
     if not target.exists():
         logger.info("Downloading %s to %s", url, target)
         tmp = target.with_suffix(target.suffix + ".part")
-        with urllib.request.urlopen(url) as response, open(tmp, "wb") as out:  # noqa: S310 (fixed URLs)
+        with urllib.request.urlopen(url) as response, open(tmp, "wb") as out:
             shutil.copyfileobj(response, out)
         tmp.replace(target)
     digest = _sha256(target)

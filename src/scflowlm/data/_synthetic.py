@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import anndata as ad
 import numpy as np
 import pandas as pd
 import scanpy as sc
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 __all__ = ["synthetic_perturbation"]
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
-from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 import torch
 from transformers import AutoTokenizer, GPTNeoXConfig, GPTNeoXModel, PreTrainedTokenizerFast
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from transformers import PreTrainedTokenizerBase
 
 __all__ = [

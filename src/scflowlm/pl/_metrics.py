@@ -29,14 +29,14 @@ def _condition_label(df: pd.DataFrame, exclude: Sequence[str]) -> pd.Series:
     return df[cols].astype(str).agg(" / ".join, axis=1)
 
 
-def _draw(ax: Axes, df: pd.DataFrame, metric: str, groupby: str | None, kind: str, show_mean: bool) -> None:
+def _draw(ax: Axes, df: pd.DataFrame, metric: str, groupby: str | None, kind: str, *, show_mean: bool) -> None:
     labels = _condition_label(df, [groupby] if groupby else [])
     conds = list(dict.fromkeys(labels))
     groups = list(dict.fromkeys(df[groupby].astype(str))) if groupby else [None]
     x = np.arange(len(conds) + (1 if show_mean else 0), dtype=float)
     width = 0.8 / len(groups)
     for gi, g in enumerate(groups):
-        sel = df[groupby].astype(str) == g if groupby else pd.Series(True, index=df.index)
+        sel = df[groupby].astype(str) == g if groupby else pd.Series(data=True, index=df.index)
         vals = pd.Series(df.loc[sel, metric].to_numpy(dtype=float), index=labels[sel].to_numpy())
         vals = vals.groupby(level=0).mean()
         y = np.array([vals.get(c, np.nan) for c in conds])
@@ -110,7 +110,7 @@ def metrics(
         groupby = None
     if len(metric_list) == 1:
         fig, ax = _new_ax(ax, figsize=(max(4.0, 0.6 * len(df) + 2), 4.0))
-        _draw(ax, df, metric_list[0], groupby, kind, show_mean)
+        _draw(ax, df, metric_list[0], groupby, kind, show_mean=show_mean)
         return _finish(fig, ax, show=show, return_fig=return_fig)
     if ax is not None:
         msg = "pass ax only with a single metric"
@@ -118,6 +118,6 @@ def metrics(
     fig, axs = plt.subplots(1, len(metric_list), figsize=(4.5 * len(metric_list), 4.0), squeeze=False)
     axes = list(axs[0])
     for a, m in zip(axes, metric_list, strict=True):
-        _draw(a, df, m, groupby, kind, show_mean)
+        _draw(a, df, m, groupby, kind, show_mean=show_mean)
     fig.tight_layout()
     return _finish(fig, axes, show=show, return_fig=return_fig)

@@ -19,7 +19,7 @@ def _new_ax(ax: Axes | None, figsize: tuple[float, float] = (5.0, 4.0)) -> tuple
 
 
 def _finish(fig: Figure, axes: Axes | list[Axes], *, show: bool | None, return_fig: bool):
-    """scanpy convention: the Figure if ``return_fig``; None once shown; else the Axes."""
+    """Scanpy convention: the Figure if ``return_fig``; None once shown; else the Axes."""
     if return_fig:
         return fig
     if show is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from functools import partial
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -233,12 +234,12 @@ def evaluate(
                     a, b = joint_embedding(a, b, space="umap", n_components=n_umap_components, seed=seed)
                 kw = {"space": "raw", "max_cells": None}
                 funcs = {
-                    "mmd": lambda: mmd(a, b, gamma=gamma, **kw),
-                    "adaptive_mmd": lambda: adaptive_mmd(a, b, **kw),
-                    "wasserstein": lambda: wasserstein(a, b, method=w2_method, **kw),
-                    "edistance": lambda: edistance(a, b, **kw),
+                    "mmd": partial(mmd, gamma=gamma, **kw),
+                    "adaptive_mmd": partial(adaptive_mmd, **kw),
+                    "wasserstein": partial(wasserstein, method=w2_method, **kw),
+                    "edistance": partial(edistance, **kw),
                 }
-                row.update({m: funcs[m]() for m in dist})
+                row.update({m: funcs[m](a, b) for m in dist})
 
         if clf is not None:
             p = _cluster_distribution(real_labels[m_real], clf.n_clusters)

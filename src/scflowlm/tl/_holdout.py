@@ -5,7 +5,6 @@ from __future__ import annotations
 import warnings
 from typing import TYPE_CHECKING, Any
 
-
 from ._utils import _check_keys, _rng
 
 if TYPE_CHECKING:

@@ -14,7 +14,6 @@ from torch import nn
 from ._utils import _as_array, _rng, _subsample_idx
 
 
-
 @dataclass
 class LeidenClassifier:
     """Leiden clusters of reference cells and a 2-layer ReLU MLP that predicts them.

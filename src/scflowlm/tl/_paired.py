@@ -13,7 +13,6 @@ from .._constants import SOURCE_OBSM
 from ._utils import _as_array, _rng
 
 
-
 @dataclass
 class PairedIdentity:
     """Result of :func:`paired_identity`.
