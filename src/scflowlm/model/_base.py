@@ -431,9 +431,15 @@ class FlowModelBase(BaseModelClass):
         """
         if self.adata is None:
             raise ValueError("This model has no AnnData; pass one to load() to train.")
+        if ckpt_path is not None and not os.path.isfile(ckpt_path):
+            raise FileNotFoundError(f"ckpt_path {str(ckpt_path)!r} is not a file (a Lightning .ckpt checkpoint).")
         held = self._holdout_mask(holdout)
         pool = np.nonzero(~held)[0]
-        rng = np.random.default_rng(scvi.settings.seed)
+        split_seed = scvi.settings.seed
+        if split_seed is None and use_distributed_sampler(trainer_kwargs.get("strategy")):
+            # every DDP rank must draw the same split: rank 0 picks the seed, the ranks Lightning launches inherit it
+            split_seed = int(os.environ.setdefault("SCFLOWLM_SPLIT_SEED", str(np.random.default_rng().integers(2**31))))
+        rng = np.random.default_rng(split_seed)
         pool = rng.permutation(pool)
         n_val = len(pool) - int(round(train_size * len(pool))) if validation_size is None else int(round(validation_size * len(pool)))
         n_val = min(n_val, len(pool) - 1)
@@ -470,8 +476,6 @@ class FlowModelBase(BaseModelClass):
         ended_by = ExceptionRecorder()
         callbacks += [c for c in (best, LastCheckpoint(checkpoint_dir) if checkpoint_dir is not None else None) if c]
         callbacks.append(ended_by)
-        if ckpt_path is not None and not os.path.isfile(ckpt_path):
-            raise FileNotFoundError(f"ckpt_path {str(ckpt_path)!r} is not a file (a Lightning .ckpt checkpoint).")
         runner = TrainRunner(
             self,
             training_plan=plan,
@@ -496,7 +500,7 @@ class FlowModelBase(BaseModelClass):
             if best is not None and best.restored:
                 kept = f"the weights of epoch {best.best_epoch} ({best.monitor}={best.best_score:.4g})"
             else:
-                kept = f"its last weights (epoch {runner.trainer.current_epoch})"
+                kept = f"its last weights (after {runner.trainer.current_epoch} epochs)"
             raise KeyboardInterrupt(f"Training interrupted; the model keeps {kept}.") from None
         finally:
             self.module.eval()

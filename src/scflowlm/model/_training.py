@@ -111,7 +111,9 @@ class BestWeights(Callback):
         if math.isfinite(score) and score < self.best_score:
             self.best_score = score
             self.best_epoch = int(trainer.current_epoch)
-            self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in pl_module.module.state_dict().items()}
+            self.best_state = {
+                k: v.detach().to("cpu", copy=True) for k, v in pl_module.module.state_dict().items()
+            }
 
     def on_validation_end(self, trainer, pl_module) -> None:
         if self.monitor != "train_loss" and not trainer.sanity_checking:
@@ -127,7 +129,9 @@ class BestWeights(Callback):
             return False
         pl_module.module.load_state_dict(self.best_state)
         self.restored = True
-        logger.info("Restored the weights of epoch %d (%s=%.4g).", self.best_epoch, self.monitor, self.best_score)
+        logger.info(
+            "Restored the weights of epoch %d (%s=%.4g).", self.best_epoch, self.monitor, self.best_score
+        )
         return True
 
     def on_train_end(self, trainer, pl_module) -> None:
@@ -183,7 +187,9 @@ class LastCheckpoint(Callback):
         return os.path.join(self.dirpath, self.FILENAME)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
-        if (trainer.current_epoch + 1) % self.every_n_epochs == 0 or trainer.current_epoch + 1 == trainer.max_epochs:
+        if (
+            trainer.current_epoch + 1
+        ) % self.every_n_epochs == 0 or trainer.current_epoch + 1 == trainer.max_epochs:
             if trainer.is_global_zero:
                 os.makedirs(self.dirpath, exist_ok=True)
             trainer.save_checkpoint(self.path)
