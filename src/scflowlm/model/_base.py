@@ -574,10 +574,22 @@ class FlowModelBase(BaseModelClass):
         return self._registered(REGISTRY_KEYS.X_KEY, rows).astype(np.float32), obs.iloc[rows].copy()
 
     def _project(self, source: ad.AnnData) -> np.ndarray:
-        """States of a source AnnData: its ``obsm[obsm_key]`` when it comes from the same space, else a projection."""
+        """States of a source AnnData in the training space.
+
+        Cells of the registered AnnData (same obs names and coordinates) keep their registered states; other
+        cells with the training genes are projected with the stored PCA loadings; without loadings, their
+        ``obsm[obsm_key]`` is used as is.
+        """
         key = self._setup_args["obsm_key"]
         if self.adata is not None and source is self.adata:
             return self._registered(REGISTRY_KEYS.X_KEY).astype(np.float32)
+        if self.adata is not None and key in source.obsm:
+            rows = self.adata.obs_names.get_indexer(source.obs_names)
+            if (rows >= 0).all():
+                registered = self._registered(REGISTRY_KEYS.X_KEY, rows)
+                theirs = np.asarray(source.obsm[key])
+                if theirs.shape == registered.shape and np.allclose(theirs, registered, rtol=1e-5, atol=1e-5):
+                    return registered.astype(np.float32)
         genes_match = self._var_names is not None and list(source.var_names) == list(self._var_names)
         if self.loadings_ is not None and genes_match:
             layer = self._setup_args["layer"]
