@@ -27,6 +27,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import scvi
+import torch
 from transformers import GPTNeoXConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -81,17 +82,18 @@ def run_one(method: str, data: str, dim: int, seed: int, *, quick: bool, epochs:
     x = embedded(data, n, dim, seed)
     test = embedded(data, 500, dim, seed + 100)
     adata = as_adata(x)
-    scflowlm.CaLMFlowModel.setup_anndata(adata, prompt_template="Generate a sample:")
     scvi.settings.seed = seed
     if method == "CaLMFlow":
+        scflowlm.CaLMFlowModel.setup_anndata(adata, prompt_template="Generate a sample:")
         model = calmflow(adata, quick=quick, **kw)
         train = {"max_epochs": epochs, "lr": 2e-3}
     else:
         from scflowlm.baselines import CFMModel
 
+        CFMModel.setup_anndata(adata, prompt_template="Generate a sample:")
         flow = {"I-CFM": "i", "OT-CFM": "ot", "SB-CFM": "sb"}[method]
         model = CFMModel(adata, flow=flow)
-        train = {"max_epochs": epochs * 2, "lr": 1e-3}
+        train = {"max_epochs": epochs, "lr": 1e-3}
     with C.Timer() as t:
         model.train(batch_size=128, enable_progress_bar=False, **train)
     gen = model.sample(500, seed=seed, temperature=temperature).obsm["X_pca"]
@@ -110,7 +112,10 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=None)
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (1 is fastest for the quick models)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     seeds = args.seeds or ([0, 1] if args.quick else [0, 1, 2, 3, 4])
     epochs = args.epochs or (30 if args.quick else 200)
     dims = args.dims or ([100] if args.quick else [100, 1000])

@@ -186,8 +186,8 @@ class CFMModel(FlowModelBase):
 
     def _set_covariate_buffer(self) -> None:
         """Covariate vectors of the registered conditions -> ``module.covariates`` ``[C, P]``."""
-        rows = [self.covariate_vector(c) for c in self.conditions.to_dict("records")]
-        cov = np.stack(rows) if rows else np.zeros((0, self.n_covariates), dtype=np.float32)  # [C, P]
+        rows = [self.covariate_vector(self.conditions.iloc[i].to_dict()) for i in range(len(self.conditions))]
+        cov = np.stack(rows).astype(np.float32)  # [C, P]
         self.module.set_condition_covariates(torch.as_tensor(cov))
 
     def _prepare_module(self, indices: np.ndarray | None = None) -> None:

@@ -304,7 +304,8 @@ class CFMModule(BaseModuleClass, FlowSourceMixin):
         c = torch.as_tensor(covariates, dtype=torch.float32, device=x0.device)
         if self.n_covariates == 0:
             c = x0.new_zeros(x0.shape[0], 0)  # [B, 0]
-        c = c.reshape(-1, self.n_covariates).expand(x0.shape[0], -1)  # [B, P]
+        else:
+            c = c.reshape(-1, self.n_covariates).expand(x0.shape[0], -1)  # [B, P]
 
         def rhs(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
             return self.field(x, t, c)  # [B, D]
