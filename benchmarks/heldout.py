@@ -37,15 +37,17 @@ def calmflow_kwargs(n_cells: int, *, quick: bool) -> tuple[dict, dict]:
     return {}, {}
 
 
-def build(name: str, adata, *, quick: bool):
-    """(model, train kwargs) for a model name."""
+def build(name: str, adata, setup: dict, *, quick: bool):
+    """(model, train kwargs) for a model name; registers ``adata`` with the model's class."""
     source = "control" if name.endswith("-control") else "noise"
     if name.startswith("calmflow"):
         kw, train = calmflow_kwargs(adata.n_obs, quick=quick)
+        scflowlm.CaLMFlowModel.setup_anndata(adata, **setup)
         return scflowlm.CaLMFlowModel(adata, source=source, **kw), train
     if name.startswith("cfm"):
         from scflowlm.baselines import CFMModel
 
+        CFMModel.setup_anndata(adata, **setup)
         epochs = max(20, round((3000 if quick else 10000) / max(int(0.9 * adata.n_obs) // 128, 1)))
         return CFMModel(adata, source=source, flow="ot"), {"max_epochs": epochs, "lr": 1e-3}
     raise ValueError(name)
@@ -54,7 +56,7 @@ def build(name: str, adata, *, quick: bool):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", choices=list(HOLDOUTS), default="perturbench")
-    parser.add_argument("--models", nargs="+", default=["calmflow", "calmflow-control", "cfm", "cfm-control"])
+    parser.add_argument("--models", nargs="+", default=["cfm", "cfm-control", "calmflow", "calmflow-control"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--quick", action="store_true", help="CPU-sized models and fewer held-out cell types")
     parser.add_argument("--n-holdouts", type=int, default=None, help="use the first n held-out conditions")
@@ -76,15 +78,14 @@ def main() -> None:
                     rows.append({"held out": held["condition"] if args.dataset == "perturbench" else held["cell_type"], "model": name, "seed": seed, "train s": 0.0, **scores})
             for name in args.models:
                 scvi.settings.seed = seed
-                ad = adata.copy()
-                scflowlm.CaLMFlowModel.setup_anndata(ad, **setup)
-                model, train_kw = build(name, ad, quick=args.quick)
+                model, train_kw = build(name, adata.copy(), setup, quick=args.quick)
                 with C.Timer() as t:
                     model.train(holdout=group, batch_size=128, enable_progress_bar=False, **train_kw)
                 for held in group:
                     pred = model.predict_perturbation(held, n_cells=500, seed=seed, temperature=args.temperature) if model.module.source == "noise" else model.predict_perturbation(held, seed=seed, temperature=args.temperature)
                     label = held["condition"] if args.dataset == "perturbench" else held["cell_type"]
                     rows.append({"held out": label, "model": name, "seed": seed, "train s": t.s, **C.score(adata, pred, held)})
+                    print(rows[-1], flush=True)
                 print(f"seed {seed} {name} {group}: trained in {t.s:.0f} s", flush=True)
     import pandas as pd
 
