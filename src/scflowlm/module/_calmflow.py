@@ -6,7 +6,6 @@ import torch
 from scvi.module.base import BaseModuleClass, LossOutput, auto_move_data
 from torch import nn
 
-from scflowlm._constants import REGISTRY_KEYS
 from scflowlm.nn import SpatioTemporalTokenizer, VariationalHead
 
 from ._coupling import FlowSourceMixin
@@ -15,7 +14,7 @@ from ._volterra import group_trajectories, straight_path, time_grid
 __all__ = ["CaLMFlowModule"]
 
 
-class CaLMFlowModule(BaseModuleClass, FlowSourceMixin):
+class CaLMFlowModule(FlowSourceMixin, BaseModuleClass):
     """Prompt + spatiotemporal tokens -> GPT-NeoX -> variational head -> next state.
 
     Training (teacher forcing, simulation-free): a batch of cells ``x1`` and sources ``x0`` (noise or paired
@@ -90,14 +89,6 @@ class CaLMFlowModule(BaseModuleClass, FlowSourceMixin):
         return self.backbone.get_input_embeddings()(ids)
 
     # ------------------------------------------------------------------ training
-    def _get_inference_input(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return {
-            "x": tensors[REGISTRY_KEYS.X_KEY],
-            "condition": tensors[REGISTRY_KEYS.CONDITION_KEY],
-            "context": tensors[REGISTRY_KEYS.CONTEXT_KEY],
-            "is_control": tensors[REGISTRY_KEYS.CONTROL_KEY],
-        }
-
     @auto_move_data
     def inference(self, x, condition, context, is_control) -> dict[str, torch.Tensor]:
         """Teacher-forced pass: backbone outputs of every state and the true velocities.

@@ -10,7 +10,6 @@ import torch
 from scvi.module.base import BaseModuleClass, LossOutput, auto_move_data
 from torchdiffeq import odeint
 
-from scflowlm._constants import REGISTRY_KEYS
 from scflowlm.nn._vector_field import VectorFieldMLP
 
 from ._coupling import FlowSourceMixin, ot_permutation
@@ -90,7 +89,7 @@ def sinkhorn_pairing(
     return idx.to(x0.device)
 
 
-class CFMModule(BaseModuleClass, FlowSourceMixin):
+class CFMModule(FlowSourceMixin, BaseModuleClass):
     """Conditional flow matching with an MLP vector field ``v(x_t, t, c)`` (Tong et al. 2024).
 
     Training (simulation-free): targets ``x1`` are the standardised cells of a batch, sources ``x0`` come
@@ -225,14 +224,6 @@ class CFMModule(BaseModuleClass, FlowSourceMixin):
         return mu + self.sigma * eps, u
 
     # ------------------------------------------------------------------ training
-    def _get_inference_input(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return {
-            "x": tensors[REGISTRY_KEYS.X_KEY],
-            "condition": tensors[REGISTRY_KEYS.CONDITION_KEY],
-            "context": tensors[REGISTRY_KEYS.CONTEXT_KEY],
-            "is_control": tensors[REGISTRY_KEYS.CONTROL_KEY],
-        }
-
     @auto_move_data
     def inference(self, x, condition, context, is_control) -> dict[str, torch.Tensor]:
         """Draw sources, pair them, and sample the conditional paths of a batch.

@@ -7,6 +7,8 @@ import ot
 import torch
 from torch import nn
 
+from scflowlm._constants import REGISTRY_KEYS
+
 __all__ = ["FlowSourceMixin", "ot_permutation"]
 
 
@@ -34,7 +36,7 @@ def ot_permutation(x0: torch.Tensor, x1: torch.Tensor) -> torch.Tensor:
 
 
 class FlowSourceMixin(nn.Module):
-    """Buffers and helpers every flow module shares: standardisation and the flow's source.
+    """Buffers and helpers every flow module shares: batch inputs, standardisation and the flow's source.
 
     Cell states are standardised inside the module: ``(x - x_mean) / x_scale`` with a per-feature mean and
     one global scale (so the mean per-feature variance is 1 and distances keep the PCA geometry).
@@ -43,6 +45,15 @@ class FlowSourceMixin(nn.Module):
     codes; each perturbed training cell starts from a control cell of its own context, paired by minibatch
     exact optimal transport, and control cells start from themselves.
     """
+
+    def _get_inference_input(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The registered tensors every flow module reads from a minibatch."""
+        return {
+            "x": tensors[REGISTRY_KEYS.X_KEY],
+            "condition": tensors[REGISTRY_KEYS.CONDITION_KEY],
+            "context": tensors[REGISTRY_KEYS.CONTEXT_KEY],
+            "is_control": tensors[REGISTRY_KEYS.CONTROL_KEY],
+        }
 
     def _init_source(self, n_features: int, source: str) -> None:
         if source not in ("noise", "control"):
