@@ -114,7 +114,9 @@ class CaLMFlowModule(FlowSourceMixin, BaseModuleClass):
     def _run(self, prompt: torch.Tensor, pmask: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         """Backbone over ``[prompt ; tokens]``; returns the outputs at the token positions ``[S, T, H]``."""
         emb = torch.cat([self.embed_prompt(prompt).to(tokens.dtype), tokens], dim=1)  # [S, L+T, H]
-        mask = torch.cat([pmask, pmask.new_ones(tokens.shape[:2])], dim=1)  # [S, L+T]
+        mask = None  # no padding: plain causal attention, no mask tensor to build
+        if not bool(pmask.all()):
+            mask = torch.cat([pmask, pmask.new_ones(tokens.shape[:2])], dim=1)  # [S, L+T]
         out = self.backbone(inputs_embeds=emb, attention_mask=mask).last_hidden_state
         return out[:, prompt.shape[1] :]
 
@@ -175,9 +177,12 @@ class CaLMFlowModule(FlowSourceMixin, BaseModuleClass):
         prompt_ids, prompt_mask = prompt_ids.to(x0.device), prompt_mask.to(x0.device)
         dt = self.times[1:] - self.times[:-1]
         path = [x0]
+        padded = not bool(prompt_mask.all())  # without padding no attention mask is needed (faster)
         if use_cache:
             out = self.backbone(
-                inputs_embeds=self.embed_prompt(prompt_ids).to(x0.dtype), attention_mask=prompt_mask, use_cache=True
+                inputs_embeds=self.embed_prompt(prompt_ids).to(x0.dtype),
+                attention_mask=prompt_mask if padded else None,
+                use_cache=True,
             )
             cache = out.past_key_values
             if prompt_ids.shape[0] == 1 and S > 1:
@@ -187,7 +192,7 @@ class CaLMFlowModule(FlowSourceMixin, BaseModuleClass):
         for i in range(N - 1):
             if use_cache:
                 tokens = self.tokenizer(path[-1][:, None], time_index=i)  # [S, M*K, H]
-                mask = torch.cat([mask, mask.new_ones(S, tokens.shape[1])], dim=1)
+                mask = torch.cat([mask, mask.new_ones(S, tokens.shape[1])], dim=1) if padded else None
                 out = self.backbone(inputs_embeds=tokens, attention_mask=mask, past_key_values=cache, use_cache=True)
                 cache = out.past_key_values
                 h = out.last_hidden_state  # [S, M*K, H]
