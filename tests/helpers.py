@@ -55,7 +55,7 @@ def setup(adata, **kwargs):
 
 def small_model(adata, **kwargs):
     """A CaLMFlowModel small enough for a test."""
-    kwargs = {"n_time_points": 4, "n_space_tokens": 2, "backbone": tiny_config(), "n_latent": 8} | kwargs
+    kwargs = {"n_time_points": 4, "n_space_tokens": 2, "backbone": tiny_config(), "n_latent": 8, "source": "noise"} | kwargs
     return scflowlm.CaLMFlowModel(adata, **kwargs)
 
 

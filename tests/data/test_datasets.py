@@ -3,11 +3,10 @@ from __future__ import annotations
 import hashlib
 
 import pytest
+from helpers import shared_file
 
 import scflowlm
 from scflowlm.data import fetch
-
-from helpers import shared_file
 
 
 def test_fetch_downloads_once_and_checks(tmp_path):

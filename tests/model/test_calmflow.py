@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 from helpers import CONTROL_TEMPLATE, HOLDOUT, TEMPLATE, quiet_train, setup, small_model, tiny_config
 
-import scflowlm
 from scflowlm import CaLMFlowModel
 
 # ---------------------------------------------------------------- setup errors

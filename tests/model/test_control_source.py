@@ -43,9 +43,24 @@ def test_one_prediction_per_source_cell_in_order(adata):
     mask = ((adata.obs.condition == "control") & (adata.obs.cell_type == "B")).to_numpy()
     again = model.predict_perturbation({"condition": "IFNB"}, source=mask, seed=0)
     np.testing.assert_allclose(pred.X, again.X, atol=1e-5)
-    # source=None draws the registered controls of the condition's context
-    auto = model.predict_perturbation({"cell_type": "T", "condition": "TNF"}, seed=0)
-    assert auto.n_obs == int(((adata.obs.condition == "control") & (adata.obs.cell_type == "T")).sum())
+    # source=None draws n_cells registered controls of the condition's context
+    auto = model.predict_perturbation({"cell_type": "T", "condition": "TNF"}, n_cells=7, seed=0)
+    assert auto.n_obs == 7
+    t_ctrl = adata[(adata.obs.condition == "control") & (adata.obs.cell_type == "T")]
+    assert {n.removesuffix("-pred") for n in auto.obs_names} <= set(t_ctrl.obs_names)
+    many = model.predict_perturbation({"cell_type": "T", "condition": "TNF"}, n_cells=t_ctrl.n_obs + 5, seed=0)
+    assert many.n_obs == t_ctrl.n_obs + 5  # more cells than controls: drawn with replacement
+    assert (many.obs["cell_type"] == "T").all()
+
+
+def test_auto_source_follows_registered_controls(adata):
+    setup(adata)
+    assert small_model(adata, source="auto").module.source == "control"
+    plain = scflowlm.data.synthetic_perturbation(n_cells_per_condition=10, n_genes=20, n_pcs=4)
+    scflowlm.CaLMFlowModel.setup_anndata(plain, prompt_template="Generate a {cell_type} cell with {condition}:")
+    assert small_model(plain, source="auto").module.source == "noise"
+    with pytest.raises(ValueError, match="needs control cells"):
+        small_model(plain, source="control")
 
 
 def test_unseen_context_asks_for_source(adata):

@@ -430,7 +430,7 @@ scflowlm.CaLMFlowModel.setup_anndata(
     perturbation_key="condition", control_value="control",
 )
 config = GPTNeoXConfig(vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
-model = scflowlm.CaLMFlowModel(adata, n_time_points=4, n_space_tokens=2, backbone=config, n_latent=8)
+model = scflowlm.CaLMFlowModel(adata, n_time_points=4, n_space_tokens=2, backbone=config, n_latent=8, source="noise")
 model.train(max_epochs=2, batch_size=16, strategy="ddp", devices=2, accelerator="cpu", enable_progress_bar=False)
 rank = model.trainer.global_rank
 np.save(f"{sys.argv[1]}_train_cells_rank{rank}.npy", model.train_indices)

@@ -4,7 +4,13 @@ import pytest
 import torch
 from helpers import tiny_config
 
-from scflowlm.nn import build_backbone, select_attn_implementation, tokenizer_from_state, tokenizer_state, word_tokenizer
+from scflowlm.nn import (
+    build_backbone,
+    select_attn_implementation,
+    tokenizer_from_state,
+    tokenizer_state,
+    word_tokenizer,
+)
 
 PROMPTS = ["Generate a B cell stimulated with IFNB+TNF:", "Generate an unstimulated NK cell:"]
 

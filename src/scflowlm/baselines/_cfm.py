@@ -52,8 +52,12 @@ class CFMModel(FlowModelBase):
     n_layers
         Hidden layers of the vector-field MLP.
     source
-        ``"noise"`` (Gaussian source) or ``"control"`` (flows start from control cells of the same
-        context, paired by minibatch exact OT; one prediction per input cell).
+        ``"auto"`` (default): ``"control"`` when ``setup_anndata`` registered control cells, else ``"noise"``.
+        ``"noise"``: flows start from Gaussian noise (the paper); ``predict_perturbation`` draws a population.
+        ``"control"``: flows start from control cells of the same context, paired with their targets by
+        minibatch optimal transport in training; ``predict_perturbation`` returns one cell per control cell.
+        The control source generalised better to held-out conditions in ``docs/benchmarks.md``; the noise
+        source is needed for contexts without control cells.
     solver
         ``torchdiffeq`` solver used by default at prediction: ``"dopri5"`` (adaptive), ``"euler"``,
         ``"rk4"``, ...; overridable per call (``predict_perturbation(..., method=)``).
@@ -93,7 +97,7 @@ class CFMModel(FlowModelBase):
         sigma: float | None = None,
         n_hidden: int = 256,
         n_layers: int = 3,
-        source: Literal["noise", "control"] = "noise",
+        source: Literal["auto", "noise", "control"] = "auto",
         solver: str = "dopri5",
         rtol: float = 1e-5,
         atol: float = 1e-5,
@@ -107,8 +111,7 @@ class CFMModel(FlowModelBase):
         if n_steps is not None and int(n_steps) < 1:
             raise ValueError(f"n_steps must be positive, got {n_steps}.")
         self._init_data(adata)
-        if source == "control" and self._setup_args["control_value"] is None:
-            raise ValueError("source='control' needs setup_anndata(..., perturbation_key=, control_value=).")
+        source = self._resolve_source(source)
         self._build_vocabulary()
         self.module = CFMModule(
             self.n_features,

@@ -284,6 +284,22 @@ class FlowModelBase(BaseModelClass):
         if adata is not None:
             self._set_gene_map(adata)
 
+    def _resolve_source(self, source: str) -> str:
+        """``"auto"`` -> ``"control"`` when control cells are registered, else ``"noise"``; checks the others."""
+        if source not in ("auto", "noise", "control"):
+            raise ValueError(f"source must be 'auto', 'noise' or 'control', got {source!r}.")
+        has_controls = self._setup_args["control_value"] is not None
+        if has_controls and self.adata is not None:
+            has_controls = bool((self._registered(REGISTRY_KEYS.CONTROL_KEY) > 0.5).any())
+        if source == "auto":
+            return "control" if has_controls else "noise"
+        if source == "control" and not has_controls:
+            raise ValueError(
+                "source='control' needs control cells: setup_anndata(..., perturbation_key=, control_value=) "
+                "with at least one cell of the control value."
+            )
+        return source
+
     def _set_gene_map(self, adata: ad.AnnData) -> None:
         """Store what maps states back to genes: ``loadings_`` [G, D] and ``gene_means_`` [G]."""
         D = self.n_features
@@ -534,8 +550,14 @@ class FlowModelBase(BaseModelClass):
     def _device(self) -> torch.device:
         return next(self.module.parameters()).device
 
-    def _source_states(self, source, conditions: list[dict[str, str]] | None) -> tuple[np.ndarray, pd.DataFrame]:
-        """Resolve ``source`` to raw start states ``[n, D]`` and the obs of those cells."""
+    def _source_states(
+        self, source, conditions: list[dict[str, str]] | None, *, n_cells: int | None = None, seed: int | None = None
+    ) -> tuple[np.ndarray, pd.DataFrame]:
+        """Resolve ``source`` to raw start states ``[n, D]`` and the obs of those cells.
+
+        ``source=None`` draws ``n_cells`` registered control cells of the condition's context (without
+        replacement while there are enough, ``seed``).
+        """
         if isinstance(source, ad.AnnData):
             return self._project(source), source.obs.copy()
         if self.adata is None:
@@ -557,6 +579,9 @@ class FlowModelBase(BaseModelClass):
                     "of control cells, a boolean mask or obs names) to say which cells to perturb."
                 )
             rows = np.nonzero(hit)[0]
+            if n_cells is not None:
+                rng = np.random.default_rng(seed)
+                rows = np.sort(rng.choice(rows, size=n_cells, replace=n_cells > len(rows)))
         elif isinstance(source, np.ndarray | pd.Series | list | pd.Index):
             arr = np.asarray(source)
             if arr.dtype == bool:
@@ -576,13 +601,23 @@ class FlowModelBase(BaseModelClass):
     def _project(self, source: ad.AnnData) -> np.ndarray:
         """States of a source AnnData in the training space.
 
+        The source must have the training genes (in order); otherwise it is rejected with what differs.
         Cells of the registered AnnData (same obs names and coordinates) keep their registered states; other
-        cells with the training genes are projected with the stored PCA loadings; without loadings, their
-        ``obsm[obsm_key]`` is used as is.
+        cells are projected with the stored PCA loadings, or, without loadings, read from ``obsm[obsm_key]``.
         """
         key = self._setup_args["obsm_key"]
         if self.adata is not None and source is self.adata:
             return self._registered(REGISTRY_KEYS.X_KEY).astype(np.float32)
+        if self._var_names is not None and list(source.var_names) != list(self._var_names):
+            train = pd.Index(self._var_names)
+            missing, extra = train.difference(source.var_names), pd.Index(source.var_names).difference(train)
+            raise ValueError(
+                f"The source AnnData's genes differ from training ({source.n_vars} vs {len(train)} genes; "
+                f"missing: {list(missing[:5])}; not in training: {list(extra[:5])}"
+                + ("; same genes in another order" if not len(missing) and not len(extra) else "")
+                + "). Its coordinates may come from another PCA: subset it to the training genes, "
+                "source[:, model.adata.var_names]."
+            )
         if self.adata is not None and key in source.obsm:
             rows = self.adata.obs_names.get_indexer(source.obs_names)
             if (rows >= 0).all():
@@ -590,24 +625,16 @@ class FlowModelBase(BaseModelClass):
                 theirs = np.asarray(source.obsm[key])
                 if theirs.shape == registered.shape and np.allclose(theirs, registered, rtol=1e-5, atol=1e-5):
                     return registered.astype(np.float32)
-        genes_match = self._var_names is not None and list(source.var_names) == list(self._var_names)
-        if self.loadings_ is not None and genes_match:
+        if self.loadings_ is not None:
             layer = self._setup_args["layer"]
             X = source.layers[layer] if layer is not None else source.X
             x = _dense_rows(X, slice(0, source.n_obs))
             return ((x - self.gene_means_) @ self.loadings_).astype(np.float32)  # [n, D]
         if key in source.obsm and np.asarray(source.obsm[key]).shape[1] == self.module.x_mean.shape[0]:
-            if not genes_match:
-                raise ValueError(
-                    "The source AnnData's genes differ from training "
-                    f"({source.n_vars} vs {len(self._var_names) if self._var_names is not None else '?'} genes); "
-                    "its obsm coordinates may come from another PCA. Subset it to the training genes."
-                )
             return np.asarray(source.obsm[key], dtype=np.float32)
         raise ValueError(
-            f"Cannot place the source cells in the training space: genes differ from training "
-            f"({source.n_vars} vs {len(self._var_names) if self._var_names is not None else '?'}) and "
-            f"obsm[{key!r}] is missing or has another width."
+            f"Cannot place the source cells in the training space: there are no stored PCA loadings and "
+            f"obsm[{key!r}] is missing or has another width than the model's {self.module.x_mean.shape[0]}."
         )
 
     @property
@@ -650,12 +677,14 @@ class FlowModelBase(BaseModelClass):
             A dict of template field -> value (``{"cell_type": "CD4 T", "condition": "IFN-beta"}``), a list of
             such dicts, or a raw prompt string. Unseen values are allowed (with a warning).
         n_cells
-            Cells per condition (noise source).
+            Cells per condition. A control-source model given ``source=None`` starts them from ``n_cells``
+            registered control cells of the condition's context (drawn without replacement while there are
+            enough); with a ``source`` it makes one cell per source cell instead.
         source
-            Control-source models only (``source="control"``): the cells to perturb, as an AnnData of control
-            cells, a boolean mask or obs names of the registered AnnData. One prediction per source cell, in
-            order. ``None`` uses the registered control cells of the condition's context. Fields missing
-            from ``condition`` are taken from each source cell's obs.
+            Control-source models only (``source="control"``, the default when control cells are registered):
+            the cells to perturb, as an AnnData of control cells, a boolean mask or obs names of the
+            registered AnnData. One prediction per source cell, in order. Fields missing from ``condition``
+            are taken from each source cell's obs.
         temperature
             ``tau >= 0``: scales the variance of the latent at inference.
         seed
@@ -680,7 +709,9 @@ class FlowModelBase(BaseModelClass):
         kw = {"temperature": temperature, "batch_size": batch_size, **generate_kwargs}
         self.module.eval()
         if self.module.source == "control":
-            return self._predict_from_source(condition, source, generator, seed, kw)
+            if source is None and n_cells <= 0:
+                raise ValueError(f"n_cells must be positive, got {n_cells}.")
+            return self._predict_from_source(condition, source, generator, seed, kw, n_cells=n_cells)
         if source is not None:
             raise ValueError("source= needs a model trained with source='control'.")
         if n_cells <= 0:
@@ -697,7 +728,7 @@ class FlowModelBase(BaseModelClass):
         obs = pd.DataFrame(obs_rows)
         return self._assemble(np.concatenate(states), obs, None, kw | {"seed": seed})
 
-    def _predict_from_source(self, condition, source, generator, seed, kw) -> ad.AnnData:
+    def _predict_from_source(self, condition, source, generator, seed, kw, *, n_cells: int) -> ad.AnnData:
         if isinstance(condition, str):
             raise ValueError("A control-source model needs a condition dict (fields are merged with the source obs).")
         conds = [condition] if isinstance(condition, Mapping) else list(condition)
@@ -707,7 +738,7 @@ class FlowModelBase(BaseModelClass):
         unknown = sorted(set(cond) - set(self.prompt_builder.fields))
         if unknown:
             raise KeyError(f"Condition has unknown field(s) {unknown}; the prompt template fields are {self.prompt_builder.fields}.")
-        x_src, obs = self._source_states(source, [cond])
+        x_src, obs = self._source_states(source, [cond], n_cells=n_cells if source is None else None, seed=seed)
         fields = self.prompt_builder.fields
         missing = [f for f in fields if f not in cond and f not in obs.columns]
         if missing:
@@ -729,7 +760,7 @@ class FlowModelBase(BaseModelClass):
             x1 = self._generate_std(c, prompt, x0_all[rows], generator=generator, **kw)
             out[rows] = self.module.unstandardize(x1.to(self.module.x_mean.device)).cpu().numpy()
             prompts[rows] = prompt
-        obs = obs.drop(columns=[CONDITION_COL, CONTEXT_COL, CONTROL_COL], errors="ignore")
+        obs = obs.drop(columns=[c for c in obs.columns if c.startswith(("_scvi_", "_scflowlm_"))])  # registration columns
         obs[PROMPT_COL] = prompts
         obs["seen_in_training"] = [seen[lab] for lab in labels]
         obs.index = [f"{name}-pred" for name in obs.index.astype(str)]
@@ -760,8 +791,6 @@ class FlowModelBase(BaseModelClass):
         """
         if n_cells <= 0:
             raise ValueError(f"n_cells must be positive, got {n_cells}.")
-        if self.module.source == "control":
-            raise ValueError("sample() draws from noise; a control-source model predicts from cells: use predict_perturbation.")
         rng = np.random.default_rng(seed)
         if self.adata is not None:
             codes = self._registered(REGISTRY_KEYS.CONDITION_KEY).reshape(-1).astype(int)

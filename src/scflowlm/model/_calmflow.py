@@ -52,8 +52,12 @@ class CaLMFlowModel(FlowModelBase):
         the backbone outputs alone, KL to N(0, I)) or ``"none"`` (deterministic). See
         :class:`~scflowlm.nn.VariationalHead`.
     source
-        ``"noise"`` (the paper) or ``"control"`` (flows start from control cells of the same context, paired
-        by minibatch optimal transport; one prediction per input cell).
+        ``"auto"`` (default): ``"control"`` when ``setup_anndata`` registered control cells, else ``"noise"``.
+        ``"noise"``: flows start from Gaussian noise (the paper); ``predict_perturbation`` draws a population.
+        ``"control"``: flows start from control cells of the same context, paired with their targets by
+        minibatch optimal transport in training; ``predict_perturbation`` returns one cell per control cell.
+        The control source generalised better to held-out conditions in ``docs/benchmarks.md``; the noise
+        source is needed for contexts without control cells.
     attn_implementation
         ``"auto"`` (flash-attention-2 when installed and on CUDA, else SDPA), ``"sdpa"`` or ``"eager"``.
     dropout
@@ -90,7 +94,7 @@ class CaLMFlowModel(FlowModelBase):
         kl_weight: float = 0.3,
         n_latent: int = 32,
         variational: Literal["cvae", "paper", "none"] = "cvae",
-        source: Literal["noise", "control"] = "noise",
+        source: Literal["auto", "noise", "control"] = "auto",
         attn_implementation: str = "auto",
         dropout: float = 0.0,
         tokenizer: str | None = None,
@@ -102,8 +106,7 @@ class CaLMFlowModel(FlowModelBase):
         if kl_weight < 0:
             raise ValueError(f"kl_weight must be >= 0, got {kl_weight}.")
         self._init_data(adata)
-        if source == "control" and self._setup_args["control_value"] is None:
-            raise ValueError("source='control' needs setup_anndata(..., perturbation_key=, control_value=).")
+        source = self._resolve_source(source)
         attn = select_attn_implementation(attn_implementation, device="cuda" if torch.cuda.is_available() else "cpu")
         net, tok = build_backbone(backbone, prompts=self.prompts, tokenizer=tokenizer, attn_implementation=attn)
         self.tokenizer = tok
