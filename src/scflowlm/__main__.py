@@ -7,7 +7,7 @@ import time
 import warnings
 
 
-def demo(*, epochs: int | None, seed: int, n_cells: int) -> None:
+def demo(*, epochs: int | None, seed: int, n_cells: int, source: str = "auto") -> None:
     """Synthetic perturbations -> train CaLMFlow with one combination held out -> predict it -> score it."""
     import pandas as pd
     import scvi
@@ -33,7 +33,9 @@ def demo(*, epochs: int | None, seed: int, n_cells: int) -> None:
     backbone = GPTNeoXConfig(
         vocab_size=64, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=256
     )
-    model = scflowlm.CaLMFlowModel(adata, n_time_points=8, n_space_tokens=1, backbone=backbone, n_latent=16)
+    model = scflowlm.CaLMFlowModel(
+        adata, n_time_points=8, n_space_tokens=1, backbone=backbone, n_latent=16, source=source
+    )
     print(f"2/4 training: {model._model_summary_string}\n    held out: {held}")
     t0 = time.perf_counter()
     model.train(max_epochs=epochs if epochs is not None else 150, batch_size=64, holdout=[held], lr=2e-3)
@@ -84,9 +86,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--epochs", type=int, default=None, help="training epochs (default 150, about 2,800 steps)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n-cells", type=int, default=300, help="cells to generate")
+    p.add_argument("--source", choices=["auto", "noise", "control"], default="auto", help="start of the flows")
     args = parser.parse_args(argv)
     if args.command == "demo":
-        demo(epochs=args.epochs, seed=args.seed, n_cells=args.n_cells)
+        demo(epochs=args.epochs, seed=args.seed, n_cells=args.n_cells, source=args.source)
 
 
 if __name__ == "__main__":
