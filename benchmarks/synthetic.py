@@ -100,6 +100,7 @@ def run_one(method: str, data: str, dim: int, seed: int, *, quick: bool, epochs:
     return {
         "W2": scflowlm.tl.wasserstein(gen, test, space="raw"),
         "MMD": scflowlm.tl.mmd(gen, test, space="raw"),
+        "MMD (median)": scflowlm.tl.mmd(gen, test, space="raw", gamma="median"),
         "train s": t.s,
     }
 
@@ -139,9 +140,9 @@ def main() -> None:
                     rows.append({"dim": dim, "data": data, "method": label, "seed": seed, **res})
                     print(rows[-1], flush=True)
     df = pd.DataFrame(rows)
-    agg = df.groupby(["dim", "data", "method"], sort=False)[["W2", "MMD", "train s"]].agg(["mean", "std"])
+    agg = df.groupby(["dim", "data", "method"], sort=False)[["W2", "MMD", "MMD (median)", "train s"]].agg(["mean", "std"])
     table = pd.DataFrame(index=agg.index)
-    for m in ("W2", "MMD"):
+    for m in ("W2", "MMD", "MMD (median)"):
         table[m] = [f"{a:.3f} ± {b:.3f}" for a, b in zip(agg[(m, "mean")], agg[(m, "std")].fillna(0), strict=True)]
     table["train s"] = agg[("train s", "mean")].round(0).to_numpy()
     C.write_table(
@@ -150,7 +151,9 @@ def main() -> None:
         table.reset_index(),
         command=C.command_line(),
         notes="W2: exact 2-Wasserstein (POT `emd2`) and MMD: unbiased RBF MMD with k(x,y)=exp(-||x-y||^2) (the paper's "
-        "kernel), between 500 generated and 500 held-out target samples in the embedding space.",
+        "kernel; in 100+ dimensions it is nearly blind: generated points off the 2-D plane see no kernel mass, so every "
+        "method gets about the same value) and MMD (median): the same with the median-heuristic bandwidth, between 500 "
+        "generated and 500 held-out target samples in the embedding space.",
     )
 
 
