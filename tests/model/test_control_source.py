@@ -51,6 +51,9 @@ def test_one_prediction_per_source_cell_in_order(adata):
     many = model.predict_perturbation({"cell_type": "T", "condition": "TNF"}, n_cells=t_ctrl.n_obs + 5, seed=0)
     assert many.n_obs == t_ctrl.n_obs + 5  # more cells than controls: drawn with replacement
     assert (many.obs["cell_type"] == "T").all()
+    sampled = model.sample(12, seed=0)  # population sampling starts from registered controls of each context
+    assert sampled.n_obs == 12
+    assert "X_source" in sampled.obsm
 
 
 def test_auto_source_follows_registered_controls(adata):
