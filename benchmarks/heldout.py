@@ -93,7 +93,7 @@ def main() -> None:
     table = C.summarise(rows, by=["held out", "model"])
     table["train s"] = df.groupby(["held out", "model"], sort=False)["train s"].mean().round(0).to_numpy()
     C.write_table(
-        f"heldout_{args.dataset}{'_quick' if args.quick else ''}",
+        f"heldout_{args.dataset}{'_quick' if args.quick else ''}" + ("" if args.seeds == [0] else "_seeds" + "-".join(map(str, args.seeds))),
         f"Held-out conditions, {args.dataset} ({'quick CPU settings' if args.quick else 'default settings'}), seeds {args.seeds}",
         table,
         command=C.command_line(),
