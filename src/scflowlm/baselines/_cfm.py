@@ -56,7 +56,8 @@ class CFMModel(FlowModelBase):
         ``"noise"``: flows start from Gaussian noise (the paper); ``predict_perturbation`` draws a population.
         ``"control"``: flows start from control cells of the same context, paired with their targets by
         minibatch optimal transport in training; ``predict_perturbation`` returns one cell per control cell.
-        The control source generalised better to held-out conditions in ``docs/benchmarks.md``; the noise
+        The control source gave lower W2 on every held-out condition in ``docs/benchmarks.md`` and keeps each
+        cell's own state (mean-based scores varied with the seed); the noise
         source is needed for contexts without control cells.
     solver
         ``torchdiffeq`` solver used by default at prediction: ``"dopri5"`` (adaptive), ``"euler"``,
