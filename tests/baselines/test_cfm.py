@@ -4,7 +4,6 @@ import warnings
 
 import numpy as np
 import pytest
-import torch
 from helpers import CONTROL_TEMPLATE, HOLDOUT, TEMPLATE, quiet_train
 
 import scflowlm
@@ -27,22 +26,13 @@ def small_cfm(adata, **kwargs):
     return CFMModel(adata, **({"n_hidden": 32, "n_layers": 2, "source": "noise"} | kwargs))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    """Tiny tensors: one thread avoids thread-synchronisation overhead on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def adata():
     return make_adata()
 
 
 @pytest.fixture(scope="module")
-def trained(adata, single_thread):
+def trained(adata):
     return quiet_train(small_cfm(adata, flow="ot"), holdout=[HOLDOUT])
 
 

@@ -44,17 +44,8 @@ def fit(module: CFMModule, n_steps: int = 300, batch_size: int = 128, seed: int 
     return losses
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    """Tiny tensors: one thread avoids thread-synchronisation overhead on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
-def trained_ot(single_thread) -> CFMModule:
+def trained_ot() -> CFMModule:
     module = make_module("ot")
     fit(module)
     return module
