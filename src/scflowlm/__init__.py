@@ -5,6 +5,7 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 
 from . import baselines, data, model, module, nn, pl, tl
+from ._warnings import ScflowlmWarning
 from .model import CaLMFlowModel
 
 try:
@@ -12,4 +13,4 @@ try:
 except PackageNotFoundError:  # pragma: no cover
     __version__ = "0.0.0"
 
-__all__ = ["CaLMFlowModel", "baselines", "data", "model", "module", "nn", "pl", "tl"]
+__all__ = ["CaLMFlowModel", "ScflowlmWarning", "baselines", "data", "model", "module", "nn", "pl", "tl"]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import time
-import warnings
 
 
 def demo(*, epochs: int | None, seed: int, n_cells: int, source: str = "auto") -> None:
@@ -15,8 +14,6 @@ def demo(*, epochs: int | None, seed: int, n_cells: int, source: str = "auto") -
 
     import scflowlm
 
-    warnings.filterwarnings("ignore", category=UserWarning)
-    warnings.filterwarnings("ignore", category=FutureWarning)
     scvi.settings.seed = seed
     keys = {"condition_keys": ["cell_type", "condition"], "perturbation_key": "condition", "control_value": "control"}
     held = {"cell_type": "NK", "condition": "IFNB+TNF"}

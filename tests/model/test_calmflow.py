@@ -1,12 +1,13 @@
 from __future__ import annotations
 
+import logging
 import warnings
 
 import numpy as np
 import pytest
 from helpers import CONTROL_TEMPLATE, HOLDOUT, TEMPLATE, quiet_train, setup, small_model, tiny_config
 
-from scflowlm import CaLMFlowModel
+from scflowlm import CaLMFlowModel, ScflowlmWarning
 
 # ---------------------------------------------------------------- setup errors
 
@@ -63,7 +64,7 @@ def test_train_predict_holdout(trained):
     assert set(model.test_indices_) == set(np.nonzero(held.to_numpy())[0])
     assert not set(model.train_indices_) & set(model.test_indices_)
     with warnings.catch_warnings():
-        warnings.simplefilter("error")  # the held-out combination uses seen values only: no warning
+        warnings.simplefilter("error", ScflowlmWarning)  # seen values only: no warning of ours
         pred = model.predict_perturbation(HOLDOUT, n_cells=37, seed=0)
     assert pred.shape == (37, adata.n_vars)
     assert list(pred.var_names) == list(adata.var_names)
@@ -180,3 +181,18 @@ def test_pretrained_backbone_path_end_to_end(adata, tmp_path):
     (tmp_path / "lm" / "model.safetensors").unlink()  # load must not need the pretrained files again
     loaded = CaLMFlowModel.load(tmp_path / "m")
     np.testing.assert_array_equal(before.X, loaded.predict_perturbation(HOLDOUT, n_cells=5, seed=0).X)
+
+
+def test_train_prints_no_library_chatter(adata, capfd, caplog):
+    """Progress and loss, not Lightning's device lines, tips or library-internal deprecations; verbose brings them."""
+    caplog.set_level(logging.INFO)
+    model = small_model(setup(adata))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.train(max_epochs=1, batch_size=32, enable_progress_bar=False)
+    shown = "".join(capfd.readouterr()) + caplog.text + " ".join(str(w.message) for w in caught)
+    for chatter in ("GPU available", "TPU available", "litlogger", "deprecated"):
+        assert chatter not in shown
+    caplog.clear()
+    model.train(max_epochs=1, batch_size=32, enable_progress_bar=False, verbose=True)
+    assert "GPU available" in caplog.text

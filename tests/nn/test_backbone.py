@@ -59,3 +59,27 @@ def test_attention_selection_on_cpu():
     assert select_attn_implementation("auto", device="cpu") == "sdpa"
     with pytest.raises(ValueError, match="flash-attn"):
         select_attn_implementation("flash_attention_2", device="cpu")
+
+
+def test_cached_forward_equals_full_pass_without_deprecation(capfd):
+    """The KV cache through the installed transformers' own argument: no deprecation warning or log line."""
+    import warnings
+
+    from transformers import GPTNeoXModel
+
+    from scflowlm.nn import backbone_forward, new_kv_cache
+
+    torch.manual_seed(0)
+    net = GPTNeoXModel(tiny_config()).eval()
+    emb = torch.randn(3, 7, 32)  # [S, T, H]
+    with warnings.catch_warnings(record=True) as caught, torch.no_grad():
+        warnings.simplefilter("always")
+        full = backbone_forward(net, emb)  # [S, 7, H]
+        cache = new_kv_cache()
+        first = backbone_forward(net, emb[:, :4], cache=cache)
+        rest = backbone_forward(net, emb[:, 4:], cache=cache)
+    torch.testing.assert_close(torch.cat([first, rest], dim=1), full, atol=1e-5, rtol=1e-5)
+    assert cache.get_seq_length() == 7
+    deprecations = [w for w in caught if issubclass(w.category, DeprecationWarning | FutureWarning)]
+    assert not deprecations, [str(w.message) for w in deprecations]
+    assert "deprecated" not in capfd.readouterr().err

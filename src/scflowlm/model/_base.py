@@ -36,9 +36,17 @@ from scflowlm._constants import (
     SOURCE_OBSM,
     UNS_KEY,
 )
+from scflowlm._warnings import ScflowlmWarning
 from scflowlm.data import PromptBuilder
 
-from ._training import BestWeights, ExceptionRecorder, FlowTrainingPlan, LastCheckpoint
+from ._training import (
+    BestWeights,
+    ExceptionRecorder,
+    FlowTrainingPlan,
+    LastCheckpoint,
+    quiet_loggers,
+    quiet_training,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -226,7 +234,7 @@ class FlowModelBase(BaseModelClass):
             if not (adata.obs[perturbation_key].astype(str) == str(control_value)).any():
                 warnings.warn(
                     f"No cell has obs[{perturbation_key!r}] == {control_value!r}; there are no control cells.",
-                    UserWarning,
+                    ScflowlmWarning,
                     stacklevel=2,
                 )
 
@@ -248,7 +256,8 @@ class FlowModelBase(BaseModelClass):
             _check_same_categories(obs, builder.fields, context_keys, kwargs["source_registry"])
         adata_manager = AnnDataManager(fields=fields, setup_method_args=setup_method_args)
         try:
-            adata_manager.register_fields(adata, **kwargs)
+            with quiet_loggers("scvi.data.fields"):  # "Generating sequential column names"
+                adata_manager.register_fields(adata, **kwargs)
         except ValueError as err:
             if "source_registry" in kwargs:
                 raise ValueError(f"This AnnData does not match the one the model was trained on: {err}") from err
@@ -315,7 +324,7 @@ class FlowModelBase(BaseModelClass):
             warnings.warn(
                 f"adata.varm['PCs'] with shape ({adata.n_vars}, {D}) is missing: predictions will hold the "
                 f"{D} state coordinates as variables instead of genes.",
-                UserWarning,
+                ScflowlmWarning,
                 stacklevel=3,
             )
 
@@ -377,6 +386,7 @@ class FlowModelBase(BaseModelClass):
         keep_best: bool = True,
         checkpoint_dir: str | None = None,
         ckpt_path: str | None = None,
+        verbose: bool = False,
         **trainer_kwargs,
     ) -> None:
         """Train with teacher forcing (simulation-free), through scvi-tools and Lightning.
@@ -417,6 +427,9 @@ class FlowModelBase(BaseModelClass):
             Resume from a Lightning checkpoint (e.g. ``<checkpoint_dir>/last.ckpt``): weights, optimiser,
             learning-rate schedule and epoch counter continue up to ``max_epochs`` (the total, not extra epochs).
             Use the same AnnData, architecture, ``batch_size``, ``max_epochs`` and ``scvi.settings.seed``.
+        verbose
+            Also print Lightning's informational lines (accelerator availability, tips, why ``fit`` stopped).
+            By default only the progress bar (with the training loss) and warnings are shown.
         **trainer_kwargs
             Passed to the Lightning trainer (``precision="bf16-mixed"``, ``strategy``, ``callbacks``, ...).
 
@@ -464,8 +477,8 @@ class FlowModelBase(BaseModelClass):
             raise ValueError(
                 f"batch_size={batch_size} is larger than the {len(train_idx)} training cells; pass a smaller batch_size."
             )
+        steps_per_epoch = max(len(train_idx) // batch_size, 1)
         if max_epochs is None:
-            steps_per_epoch = max(len(train_idx) // batch_size, 1)
             max_epochs = int(np.clip(round(4000 / steps_per_epoch), 20, 1000))
         self._prepare_module(train_idx)
         codes = np.unique(self._registered(REGISTRY_KEYS.CONDITION_KEY, train_idx).astype(int))
@@ -487,26 +500,29 @@ class FlowModelBase(BaseModelClass):
             trainer_kwargs.setdefault("early_stopping", True)
             trainer_kwargs.setdefault("early_stopping_monitor", "elbo_validation")
         trainer_kwargs.setdefault("check_val_every_n_epoch", max(1, max_epochs // 20) if len(val_idx) else None)
+        trainer_kwargs.setdefault("log_every_n_steps", min(10, steps_per_epoch))  # small data: no Lightning warning
         callbacks = list(trainer_kwargs.pop("callbacks", None) or [])
         best = BestWeights("validation_loss" if len(val_idx) else "train_loss") if keep_best else None
         ended_by = ExceptionRecorder()
         callbacks += [c for c in (best, LastCheckpoint(checkpoint_dir) if checkpoint_dir is not None else None) if c]
         callbacks.append(ended_by)
-        runner = TrainRunner(
-            self,
-            training_plan=plan,
-            data_splitter=splitter,
-            max_epochs=max_epochs,
-            accelerator=accelerator,
-            devices=devices,
-            gradient_clip_val=gradient_clip_val,
-            callbacks=callbacks,
-            ckpt_path=None if ckpt_path is None else os.fspath(ckpt_path),
-            **trainer_kwargs,
-        )
         sigint = signal.getsignal(signal.SIGINT)
+        self.module.train()  # eval mode after an earlier train() or predict(); Lightning warns otherwise
         try:
-            runner()
+            with quiet_training(verbose=verbose):
+                runner = TrainRunner(
+                    self,
+                    training_plan=plan,
+                    data_splitter=splitter,
+                    max_epochs=max_epochs,
+                    accelerator=accelerator,
+                    devices=devices,
+                    gradient_clip_val=gradient_clip_val,
+                    callbacks=callbacks,
+                    ckpt_path=None if ckpt_path is None else os.fspath(ckpt_path),
+                    **trainer_kwargs,
+                )
+                runner()
         except SystemExit:
             # Lightning turns KeyboardInterrupt into sys.exit(1); give the user back the interrupt instead
             if not isinstance(ended_by.exception, KeyboardInterrupt):
@@ -543,7 +559,7 @@ class FlowModelBase(BaseModelClass):
         for cond in conditions:
             new = {f: v for f, v in cond.items() if v not in seen.get(f, set())}
             if new:
-                warnings.warn(f"Values never seen in training: {new}. The prompt still conditions on them.", UserWarning, stacklevel=3)
+                warnings.warn(f"Values never seen in training: {new}. The prompt still conditions on them.", ScflowlmWarning, stacklevel=3)
             flags.append(_label(cond, list(self.conditions.columns)) in known)
         return flags
 

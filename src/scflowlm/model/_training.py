@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
+import warnings
 
 import torch
 from lightning.pytorch.callbacks import Callback
@@ -13,6 +15,39 @@ from scvi.train import TrainingPlan
 logger = logging.getLogger(__name__)
 
 __all__ = ["BestWeights", "FlowTrainingPlan", "LastCheckpoint", "NonFiniteLossError"]
+
+#: the logger of Lightning's start-up lines ("GPU available", "TPU available", tips, "Trainer.fit stopped")
+LIGHTNING_INFO_LOGGER = "lightning.pytorch.utilities.rank_zero"
+#: warnings that libraries raise inside each other during training, which a user cannot act on:
+#: Lightning 2.6 builds torch's deprecated ``LeafSpec`` (torch >= 2.10 warns on every ``fit``).
+LIBRARY_INTERNAL_WARNINGS = (r".*isinstance\(treespec, LeafSpec\)` is deprecated",)
+
+
+@contextlib.contextmanager
+def quiet_loggers(*names: str, enabled: bool = True):
+    """Raise the given loggers to WARNING while the block runs (their INFO lines are chatter to a user)."""
+    loggers = [logging.getLogger(n) for n in names] if enabled else []
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(max(lg.getEffectiveLevel(), logging.WARNING))
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+
+
+@contextlib.contextmanager
+def quiet_training(*, verbose: bool = False):
+    """What a user sees of ``fit``: the progress bar and real warnings, not Lightning's start-up lines.
+
+    Hides the INFO lines of :data:`LIGHTNING_INFO_LOGGER` unless ``verbose``, and always the library-internal
+    deprecations of :data:`LIBRARY_INTERNAL_WARNINGS`.
+    """
+    with quiet_loggers(LIGHTNING_INFO_LOGGER, enabled=not verbose), warnings.catch_warnings():
+        for pattern in LIBRARY_INTERNAL_WARNINGS:
+            warnings.filterwarnings("ignore", message=pattern, category=FutureWarning)
+        yield
 
 
 class NonFiniteLossError(FloatingPointError):

@@ -6,7 +6,7 @@ import torch
 from scvi.module.base import BaseModuleClass, LossOutput, auto_move_data
 from torch import nn
 
-from scflowlm.nn import SpatioTemporalTokenizer, VariationalHead
+from scflowlm.nn import SpatioTemporalTokenizer, VariationalHead, backbone_forward, new_kv_cache
 
 from ._coupling import FlowSourceMixin
 from ._volterra import group_trajectories, straight_path, time_grid
@@ -117,8 +117,7 @@ class CaLMFlowModule(FlowSourceMixin, BaseModuleClass):
         mask = None  # no padding: plain causal attention, no mask tensor to build
         if not bool(pmask.all()):
             mask = torch.cat([pmask, pmask.new_ones(tokens.shape[:2])], dim=1)  # [S, L+T]
-        out = self.backbone(inputs_embeds=emb, attention_mask=mask).last_hidden_state
-        return out[:, prompt.shape[1] :]
+        return backbone_forward(self.backbone, emb, attention_mask=mask)[:, prompt.shape[1] :]
 
     def _get_generative_input(self, tensors, inference_outputs) -> dict[str, torch.Tensor]:
         return {"h": inference_outputs["h"], "velocity": inference_outputs["velocity"]}
@@ -179,23 +178,18 @@ class CaLMFlowModule(FlowSourceMixin, BaseModuleClass):
         path = [x0]
         padded = not bool(prompt_mask.all())  # without padding no attention mask is needed (faster)
         if use_cache:
-            out = self.backbone(
-                inputs_embeds=self.embed_prompt(prompt_ids).to(x0.dtype),
-                attention_mask=prompt_mask if padded else None,
-                use_cache=True,
-            )
-            cache = out.past_key_values
-            if prompt_ids.shape[0] == 1 and S > 1:
+            cache = new_kv_cache()
+            prompt_emb = self.embed_prompt(prompt_ids).to(x0.dtype)  # [1 or S, L, H]
+            backbone_forward(self.backbone, prompt_emb, attention_mask=prompt_mask if padded else None, cache=cache)
+            if prompt_ids.shape[0] == 1 and S > 1:  # one prompt for all sequences: encoded once, then repeated
                 cache.batch_repeat_interleave(S)
                 prompt_mask = prompt_mask.expand(S, -1)
-            mask = prompt_mask
+            mask = prompt_mask  # [S, L], grows by M*K positions per step
         for i in range(N - 1):
             if use_cache:
                 tokens = self.tokenizer(path[-1][:, None], time_index=i)  # [S, M*K, H]
                 mask = torch.cat([mask, mask.new_ones(S, tokens.shape[1])], dim=1) if padded else None
-                out = self.backbone(inputs_embeds=tokens, attention_mask=mask, past_key_values=cache, use_cache=True)
-                cache = out.past_key_values
-                h = out.last_hidden_state  # [S, M*K, H]
+                h = backbone_forward(self.backbone, tokens, attention_mask=mask, cache=cache)  # [S, M*K, H]
             else:
                 tokens = self.tokenizer(torch.stack(path, dim=1))  # [S, (i+1)*M*K, H]
                 ids, pm = prompt_ids.expand(S, -1), prompt_mask.expand(S, -1)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from ._backbone import (
+    backbone_forward,
     build_backbone,
     default_backbone_config,
+    new_kv_cache,
     select_attn_implementation,
     tokenizer_from_state,
     tokenizer_state,
@@ -18,8 +20,10 @@ __all__ = [
     "SpatioTemporalTokenizer",
     "VariationalHead",
     "VectorFieldMLP",
+    "backbone_forward",
     "build_backbone",
     "default_backbone_config",
+    "new_kv_cache",
     "select_attn_implementation",
     "time_features",
     "tokenizer_from_state",

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import json
 import logging
 from typing import TYPE_CHECKING
 
 import torch
-from transformers import AutoTokenizer, GPTNeoXConfig, GPTNeoXModel, PreTrainedTokenizerFast
+from transformers import AutoTokenizer, DynamicCache, GPTNeoXConfig, GPTNeoXModel, PreTrainedTokenizerFast
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -16,8 +17,10 @@ if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
 __all__ = [
+    "backbone_forward",
     "build_backbone",
     "default_backbone_config",
+    "new_kv_cache",
     "select_attn_implementation",
     "tokenizer_from_state",
     "tokenizer_state",
@@ -158,3 +161,42 @@ def build_backbone(
         raise ValueError(f"The backbone vocabulary ({config.vocab_size}) is smaller than the tokenizer's ({len(tok)}).")
     config._attn_implementation = attn_implementation
     return GPTNeoXModel(config), tok
+
+
+#: name of the key/value-cache argument of ``GPTNeoXModel.forward``: ``cache`` from transformers 5.x on (where
+#: ``past_key_values`` is deprecated, to be removed in 5.40), ``past_key_values`` before.
+_CACHE_ARG = "cache" if "cache" in inspect.signature(GPTNeoXModel.forward).parameters else "past_key_values"
+
+
+def new_kv_cache() -> DynamicCache:
+    """An empty key/value cache for :func:`backbone_forward` (filled in place by each call)."""
+    return DynamicCache()
+
+
+def backbone_forward(
+    backbone: torch.nn.Module,
+    inputs_embeds: torch.Tensor,
+    *,
+    attention_mask: torch.Tensor | None = None,
+    cache: DynamicCache | None = None,
+) -> torch.Tensor:
+    """Run the trunk on embeddings and return its last hidden states ``[S, T, H]``.
+
+    With a ``cache`` (from :func:`new_kv_cache`), the keys and values of these ``T`` positions are appended to
+    it in place and the positions continue after those already cached, so the next call feeds only new
+    tokens. The cache travels under the argument name of the installed transformers version.
+
+    Parameters
+    ----------
+    backbone
+        A :class:`~transformers.GPTNeoXModel`.
+    inputs_embeds
+        ``[S, T, H]`` token embeddings.
+    attention_mask
+        ``[S, P + T]`` mask over the cached ``P`` and the new positions (1 = attend), or ``None`` without padding.
+    cache
+        The key/value cache, or ``None`` for a plain (training, uncached) pass.
+    """
+    kwargs = {} if cache is None else {_CACHE_ARG: cache, "use_cache": True}
+    out = backbone(inputs_embeds=inputs_embeds, attention_mask=attention_mask, **kwargs)
+    return out.last_hidden_state

@@ -11,6 +11,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from .._constants import SOURCE_OBSM
+from .._warnings import ScflowlmWarning
 from ._correlations import _pearson
 from ._utils import _check_keys, _conditions_in, _dense, _match_mask, _mean, _rng
 
@@ -162,7 +163,7 @@ def _predict(
                     shift = {r: np.sum([s[r] for s in singles], axis=0) for r in sh.reps}
                     source = ";".join(srcs)
             if shift is None:
-                warnings.warn(f"no shift measurable for {cond}: predicting the control cells", stacklevel=3)
+                warnings.warn(f"no shift measurable for {cond}: predicting the control cells", ScflowlmWarning, stacklevel=3)
                 source = "none"
         idx = np.flatnonzero(m_ctrl)
         x = _dense(adata.X[idx])  # (n_ctrl, genes)

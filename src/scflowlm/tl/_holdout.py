@@ -5,6 +5,7 @@ from __future__ import annotations
 import warnings
 from typing import TYPE_CHECKING, Any
 
+from .._warnings import ScflowlmWarning
 from ._utils import _check_keys, _rng
 
 if TYPE_CHECKING:
@@ -94,6 +95,7 @@ def holdout_combinations(
             warnings.warn(
                 f"{group_key}={group!r}: only {chosen} of {n_per_group} combinations can be held out "
                 "with every value still seen in training",
+                ScflowlmWarning,
                 stacklevel=2,
             )
     return held
