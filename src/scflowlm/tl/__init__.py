@@ -13,6 +13,7 @@ from ._distances import adaptive_mmd, edistance, mmd, wasserstein
 from ._embedding import joint_embedding
 from ._evaluate import METRIC_GROUPS, METRICS, evaluate
 from ._holdout import holdout_combinations
+from ._linear import baseline_linear
 from ._leiden import LeidenClassifier, fit_leiden_classifier, inception_score, leiden_kl
 from ._paired import PairedIdentity, paired_identity
 
@@ -24,6 +25,7 @@ __all__ = [
     "adaptive_mmd",
     "baseline_additive",
     "baseline_control_mean",
+    "baseline_linear",
     "baseline_nearest_context",
     "baseline_real_vs_real",
     "edistance",
