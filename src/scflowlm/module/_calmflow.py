@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from scvi.module.base import BaseModuleClass, LossOutput, auto_move_data
 from torch import nn
@@ -10,6 +12,9 @@ from scflowlm.nn import SpatioTemporalTokenizer, VariationalHead, backbone_forwa
 
 from ._coupling import FlowSourceMixin
 from ._volterra import group_trajectories, straight_path, time_grid
+
+if TYPE_CHECKING:
+    from transformers import DynamicCache
 
 __all__ = ["CaLMFlowModule"]
 
@@ -102,17 +107,40 @@ class CaLMFlowModule(FlowSourceMixin, BaseModuleClass):
         x0 = self.draw_source(x1, context, is_control)  # [B, D]
         groups = group_trajectories(condition, self.n_trajectories)  # [S, M]
         path = straight_path(x0[groups], x1[groups], self.times).transpose(1, 2)  # [S, N, M, D]
-        prompt = self.prompt_ids[condition[groups[:, 0]]]  # [S, L]
-        pmask = self.prompt_mask[condition[groups[:, 0]]]  # [S, L]
-        h = self._run(prompt, pmask, self.tokenizer(path))  # [S, N*M*K, H]
+        used, rows = torch.unique(condition[groups[:, 0]], return_inverse=True)  # [U], [S]
+        cache, mask = self._prompt_cache(self.prompt_ids[used], self.prompt_mask[used], rows)
+        tokens = self.tokenizer(path)  # [S, N*M*K, H]
+        if mask is not None:
+            mask = torch.cat([mask, mask.new_ones(tokens.shape[:2])], dim=1)  # [S, L+N*M*K]
+        h = backbone_forward(self.backbone, tokens, attention_mask=mask, cache=cache)  # [S, N*M*K, H]
         S, N, M = path.shape[:3]
         h = h.view(S, N, M, -1)  # [S, N, M, K*H]
         dt = self.times[1:] - self.times[:-1]  # [N-1]
         velocity = (path[:, 1:] - path[:, :-1]) / dt.view(1, -1, 1, 1)  # [S, N-1, M, D]
         return {"h": h[:, :-1], "velocity": velocity}
 
+    def _prompt_cache(
+        self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, rows: torch.Tensor
+    ) -> tuple[DynamicCache, torch.Tensor | None]:
+        """Encode each of ``C`` prompts once; every sequence then reads the keys and values of its own prompt.
+
+        ``prompt_ids``, ``prompt_mask``: ``[C, L]`` (left-padded); ``rows``: ``[S]`` prompt of each sequence.
+        Returns the key/value cache ``[S, ..., L, ...]`` and the prompt mask ``[S, L]`` (``None`` without
+        padding: plain causal attention, no mask tensor to build). Gradients flow through the cache, so the
+        prompt costs ``C`` instead of ``S`` passes in training too.
+        """
+        padded = not bool(prompt_mask.all())
+        cache = new_kv_cache()
+        emb = self.embed_prompt(prompt_ids)  # [C, L, H]
+        backbone_forward(self.backbone, emb, attention_mask=prompt_mask if padded else None, cache=cache)
+        cache.reorder_cache(rows)  # [C, ...] -> [S, ...]
+        return cache, (prompt_mask[rows] if padded else None)
+
     def _run(self, prompt: torch.Tensor, pmask: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        """Backbone over ``[prompt ; tokens]``; returns the outputs at the token positions ``[S, T, H]``."""
+        """Backbone over ``[prompt ; tokens]`` without a cache (the reference the cached passes must equal).
+
+        Returns the outputs at the token positions ``[S, T, H]``.
+        """
         emb = torch.cat([self.embed_prompt(prompt).to(tokens.dtype), tokens], dim=1)  # [S, L+T, H]
         mask = None  # no padding: plain causal attention, no mask tensor to build
         if not bool(pmask.all()):
@@ -176,19 +204,14 @@ class CaLMFlowModule(FlowSourceMixin, BaseModuleClass):
         prompt_ids, prompt_mask = prompt_ids.to(x0.device), prompt_mask.to(x0.device)
         dt = self.times[1:] - self.times[:-1]
         path = [x0]
-        padded = not bool(prompt_mask.all())  # without padding no attention mask is needed (faster)
-        if use_cache:
-            cache = new_kv_cache()
-            prompt_emb = self.embed_prompt(prompt_ids).to(x0.dtype)  # [1 or S, L, H]
-            backbone_forward(self.backbone, prompt_emb, attention_mask=prompt_mask if padded else None, cache=cache)
-            if prompt_ids.shape[0] == 1 and S > 1:  # one prompt for all sequences: encoded once, then repeated
-                cache.batch_repeat_interleave(S)
-                prompt_mask = prompt_mask.expand(S, -1)
-            mask = prompt_mask  # [S, L], grows by M*K positions per step
+        if use_cache:  # one prompt for all sequences ([1, L]) or one per sequence ([S, L])
+            shared = prompt_ids.shape[0] == 1
+            rows = torch.zeros(S, dtype=torch.long, device=x0.device) if shared else torch.arange(S, device=x0.device)
+            cache, mask = self._prompt_cache(prompt_ids, prompt_mask, rows)  # mask: [S, L], grows by M*K a step
         for i in range(N - 1):
             if use_cache:
                 tokens = self.tokenizer(path[-1][:, None], time_index=i)  # [S, M*K, H]
-                mask = torch.cat([mask, mask.new_ones(S, tokens.shape[1])], dim=1) if padded else None
+                mask = torch.cat([mask, mask.new_ones(S, tokens.shape[1])], dim=1) if mask is not None else None
                 h = backbone_forward(self.backbone, tokens, attention_mask=mask, cache=cache)  # [S, M*K, H]
             else:
                 tokens = self.tokenizer(torch.stack(path, dim=1))  # [S, (i+1)*M*K, H]
