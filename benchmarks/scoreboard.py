@@ -1,0 +1,271 @@
+"""The scoreboard that decides every default: held-out real conditions, several seeds, every peer side by side.
+
+Data (preprocessed the same way for every model; PCA fitted on all cells of a data set):
+
+- ``kang``: Kang 2018 PBMC IFN-beta (muscat example, 1,556 cells): normalise_total, log1p, 1,000 HVGs, PCA 50;
+  each of the 5 cell types' stimulated cells held out in turn (one model per held-out type).
+- ``perturbench``: Norman 2019 K562 CRISPRa cells of the PerturBench devel set (3,375 cells; already
+  log-normalised, 500 genes): PCA 50; every two-gene pair whose two singles are both in the data held out
+  together (one model).
+
+Rows: CaLMFlow at its defaults (``CaLMFlowModel(adata)``, ``train()`` with no arguments), OT-CFM at its defaults
+(``CFMModel(adata)``), the control mean, the pooled additive shift, the nearest-context shift, the linear
+PCA-ridge baseline (:func:`scflowlm.tl.baseline_linear`), CellFlow (``cellflow-tools`` in a virtual env of its
+own made by ``benchmarks/_peers.py``; one seed unless ``--cellflow-seeds``) and the real-vs-real floor.
+Learned models predict one cell per control cell of the held-out context, as the shift baselines do.
+
+Columns: all-genes R^2 (``r2``), top-100 DE R^2 (``r2_de``), Pearson r of the change from the control mean on the
+top-100 DE genes (``pearson_delta_de``), E-distance and MMD (RBF, median bandwidth) in the 50-d PCA space, all from
+:func:`scflowlm.tl.evaluate`, and the training wall time. Per held-out condition: mean +- sd over seeds; per data
+set: the mean over conditions of the seed means and of the seed sds; for CaLMFlow a win/tie/loss count against
+every other row over the held-out conditions (tie: a difference within 0.005 for R^2 and r, within 2 % for
+E-distance and MMD).
+
+Usage::
+
+    python benchmarks/scoreboard.py                      # everything (about 80 CPU minutes on 2 cores)
+    python benchmarks/scoreboard.py --skip-cellflow      # no peer venv
+    python benchmarks/scoreboard.py --datasets kang --n-holdouts 2 --seeds 0 --tag probe \\
+        --calmflow '{"n_time_points": 4}' --train '{"lr": 3e-3}'   # try a lever on a subset
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import scanpy as sc
+import scvi
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as C
+
+import scflowlm
+from scflowlm import tl
+from scflowlm.baselines import CFMModel
+
+METRICS = ["r2", "r2_de", "pearson_delta_de", "edistance", "mmd"]
+HIGHER_IS_BETTER = {"r2": True, "r2_de": True, "pearson_delta_de": True, "edistance": False, "mmd": False}
+KW = C.KEYS
+KEYS = KW["condition_keys"]
+BASELINES = {
+    "control mean": tl.baseline_control_mean,
+    "additive shift": tl.baseline_additive,
+    "nearest-context shift": tl.baseline_nearest_context,
+    "linear (PCA ridge)": tl.baseline_linear,
+}
+
+
+def load(name: str) -> tuple[sc.AnnData, dict, list[list[dict]]]:
+    """(adata, setup kwargs, groups of held-out conditions; one model per group)."""
+    if name == "kang":
+        adata, setup = C.load_kang()
+        types = sorted(adata.obs["cell_type"].unique())
+        return adata, setup, [[{"cell_type": ct, "condition": "stimulated"}] for ct in types]
+    adata, setup = C.load_perturbench()
+    adata = adata[adata.obs["cell_type"] == "k562"].copy()
+    sc.pp.pca(adata, n_comps=50, random_state=0)
+    conds = set(adata.obs["condition"].astype(str))
+    pairs = sorted(c for c in conds if "+" in c and all(s in conds for s in c.split("+")))
+    return adata, setup, [[{"cell_type": "k562", "condition": p} for p in pairs]]
+
+
+def held_mask(adata, group: list[dict]) -> np.ndarray:
+    mask = np.zeros(adata.n_obs, dtype=bool)
+    for cond in group:
+        mask |= ((adata.obs["cell_type"] == cond["cell_type"]) & (adata.obs["condition"] == cond["condition"])).to_numpy()
+    return mask
+
+
+def control_mask(adata, cond: dict) -> np.ndarray:
+    return ((adata.obs["cell_type"] == cond["cell_type"]) & (adata.obs["condition"] == "control")).to_numpy()
+
+
+def score(adata, pred, cond: dict) -> dict:
+    """The scoreboard's metrics of one prediction of one held-out condition (the package's own evaluate)."""
+    df = tl.evaluate(adata, pred, conditions=[cond], metrics=METRICS, space="pca", max_cells=None, key_added=None, **KW)
+    return df.iloc[0][METRICS].to_dict()
+
+
+def to_genes(adata, states: np.ndarray) -> np.ndarray:
+    """PCA states -> log-expression, as the models map them (stored loadings + gene means of all cells)."""
+    return (states @ np.asarray(adata.varm["PCs"]).T + np.asarray(adata.X.mean(0)).ravel()).astype(np.float32)
+
+
+def train_learned(name: str, adata, setup: dict, group: list[dict], seed: int, *, calmflow: dict, train: dict):
+    """Train one learned model at its defaults (plus ``calmflow``/``train`` overrides for CaLMFlow)."""
+    scvi.settings.seed = seed
+    data = adata.copy()
+    cls = scflowlm.CaLMFlowModel if name == "CaLMFlow" else CFMModel
+    cls.setup_anndata(data, **setup)
+    model = cls(data, **(calmflow if name == "CaLMFlow" else {}))
+    kwargs = (train if name == "CaLMFlow" else {}) | {"holdout": group, "enable_progress_bar": False}
+    with C.Timer() as t:
+        model.train(**kwargs)
+    return model, t.s
+
+
+def predict_learned(model, adata, cond: dict, seed: int):
+    """One predicted cell per control cell of the condition's context."""
+    if model.module.source == "control":
+        return model.predict_perturbation(cond, source=control_mask(adata, cond), seed=seed)
+    return model.predict_perturbation(cond, n_cells=int(control_mask(adata, cond).sum()), seed=seed)
+
+
+def run_cellflow(adata, group: list[dict], seed: int, iterations: int, threads: int) -> tuple[dict, float]:
+    """Train CellFlow in its own venv; returns {condition: predicted AnnData} and the wall time."""
+    import anndata as ad
+    import _peers
+
+    python = _peers.ensure_cellflow_env(C.ROOT)
+    with tempfile.TemporaryDirectory() as tmp:
+        src, out = Path(tmp) / "in.h5ad", Path(tmp) / "out.h5ad"
+        ad.AnnData(
+            obs=adata.obs[["cell_type", "condition"]].astype(str), obsm={"X_pca": np.asarray(adata.obsm["X_pca"], np.float32)}
+        ).write_h5ad(src)
+        seconds = _peers.run_cellflow(
+            python, input_h5ad=src, output_h5ad=out, holdout=group, seed=seed, iterations=iterations, threads=threads
+        )
+        res = ad.read_h5ad(out)
+    preds = {}
+    for cond in group:
+        m = ((res.obs["cell_type"] == cond["cell_type"]) & (res.obs["condition"] == cond["condition"])).to_numpy()
+        states = np.asarray(res.obsm["X_pca"][m])
+        obs = pd.DataFrame({k: [cond[k]] * int(m.sum()) for k in KEYS}, index=[f"cellflow-{i}" for i in range(int(m.sum()))])
+        preds[tuple(cond.values())] = ad.AnnData(to_genes(adata, states), obs=obs, var=adata.var[[]].copy(), obsm={"X_pca": states})
+    return preds, seconds
+
+
+def run(args) -> pd.DataFrame:
+    rows = []
+    for dataset in args.datasets:
+        adata, setup, groups = load(dataset)
+        if args.n_holdouts:
+            groups = groups[: args.n_holdouts] if dataset == "kang" else [groups[0][: args.n_holdouts]]
+        for group in groups:
+            held = held_mask(adata, group)
+            train_cells = adata[~held].copy()
+            for cond in group:
+                label = cond["condition"] if dataset == "perturbench" else cond["cell_type"]
+                base = {"dataset": dataset, "held out": label}
+                for name, fn in BASELINES.items():
+                    rows.append(base | {"model": name, "seed": 0, "train s": 0.0} | score(adata, fn(train_cells, conditions=[cond], **KW), cond))
+                for seed in args.seeds:
+                    ref, half = tl.baseline_real_vs_real(adata, conditions=[cond], condition_keys=KEYS, seed=seed)
+                    rows.append(base | {"model": "real vs real (floor)", "seed": seed, "train s": 0.0} | score(ref, half, cond))
+            for seed in args.seeds:
+                for name in args.models:
+                    model, seconds = train_learned(name, adata, setup, group, seed, calmflow=args.calmflow, train=args.train)
+                    for cond in group:
+                        label = cond["condition"] if dataset == "perturbench" else cond["cell_type"]
+                        pred = predict_learned(model, adata, cond, seed)
+                        rows.append({"dataset": dataset, "held out": label, "model": name, "seed": seed, "train s": seconds} | score(adata, pred, cond))
+                        print({k: (round(v, 3) if isinstance(v, float) else v) for k, v in rows[-1].items()}, flush=True)
+            if not args.skip_cellflow:
+                for seed in args.cellflow_seeds:
+                    preds, seconds = run_cellflow(adata, group, seed, args.cellflow_iterations, args.threads)
+                    for cond in group:
+                        label = cond["condition"] if dataset == "perturbench" else cond["cell_type"]
+                        rows.append({"dataset": dataset, "held out": label, "model": "CellFlow", "seed": seed, "train s": seconds} | score(adata, preds[tuple(cond.values())], cond))
+                        print({k: (round(v, 3) if isinstance(v, float) else v) for k, v in rows[-1].items()}, flush=True)
+    return pd.DataFrame(rows)
+
+
+def _fmt(mean: float, sd: float, metric: str) -> str:
+    digits = 1 if metric == "edistance" else 3
+    return f"{mean:.{digits}f} ± {sd:.{digits}f}"
+
+
+def summarise(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """(per-condition table, per-data-set table, CaLMFlow win/tie/loss table)."""
+    cols = [*METRICS, "train s"]
+    g = df.groupby(["dataset", "held out", "model"], sort=False)[cols]
+    mean, sd = g.mean(), g.std().fillna(0.0)
+    per_cond = pd.DataFrame(index=mean.index)
+    for m in METRICS:
+        per_cond[m] = [_fmt(a, b, m) for a, b in zip(mean[m], sd[m], strict=True)]
+    per_cond["train s"] = mean["train s"].round(0)
+    per_cond["seeds"] = g.size()
+    overall_mean = mean.groupby(["dataset", "model"], sort=False).mean()
+    overall_sd = sd.groupby(["dataset", "model"], sort=False).mean()
+    per_set = pd.DataFrame(index=overall_mean.index)
+    for m in METRICS:
+        per_set[m] = [_fmt(a, b, m) for a, b in zip(overall_mean[m], overall_sd[m], strict=True)]
+    per_set["train s"] = overall_mean["train s"].round(0)
+    wtl = []
+    if "CaLMFlow" in set(df["model"]):
+        for (dataset, other), _ in overall_mean.groupby(level=["dataset", "model"], sort=False):
+            if other == "CaLMFlow":
+                continue
+            row = {"dataset": dataset, "CaLMFlow vs": other}
+            for m in METRICS:
+                w = t = loss = 0
+                for held in mean.loc[dataset].index.get_level_values(0).unique():
+                    if (held, "CaLMFlow") not in mean.loc[dataset].index or (held, other) not in mean.loc[dataset].index:
+                        continue
+                    a, b = mean.loc[(dataset, held, "CaLMFlow"), m], mean.loc[(dataset, held, other), m]
+                    tol = 0.005 if HIGHER_IS_BETTER[m] else 0.02 * abs(b)
+                    if abs(a - b) <= tol:
+                        t += 1
+                    elif (a > b) == HIGHER_IS_BETTER[m]:
+                        w += 1
+                    else:
+                        loss += 1
+                row[m] = f"{w}/{t}/{loss}"
+            wtl.append(row)
+    return per_cond.reset_index(), per_set.reset_index(), pd.DataFrame(wtl)
+
+
+def time_ratio(df: pd.DataFrame) -> pd.DataFrame:
+    """CaLMFlow / OT-CFM training time, per (data set, held-out group, seed), measured side by side."""
+    t = df[df["model"].isin(["CaLMFlow", "OT-CFM"])].drop_duplicates(["dataset", "model", "seed", "train s"])
+    wide = t.pivot_table(index=["dataset", "seed", "held out"], columns="model", values="train s", aggfunc="first")
+    if not {"CaLMFlow", "OT-CFM"} <= set(wide.columns):
+        return pd.DataFrame()
+    wide = wide.dropna()
+    ratio = (wide["CaLMFlow"] / wide["OT-CFM"]).groupby("dataset").agg(["mean", "min", "max", "count"])
+    return ratio.round(2).reset_index()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--datasets", nargs="+", choices=["kang", "perturbench"], default=["kang", "perturbench"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--models", nargs="*", choices=["CaLMFlow", "OT-CFM"], default=["CaLMFlow", "OT-CFM"])
+    parser.add_argument("--n-holdouts", type=int, default=None, help="kang: the first n cell types; perturbench: the first n pairs")
+    parser.add_argument("--calmflow", type=json.loads, default={}, help="JSON of CaLMFlowModel arguments (a lever to try)")
+    parser.add_argument("--train", type=json.loads, default={}, help="JSON of CaLMFlow train() arguments (a lever to try)")
+    parser.add_argument("--skip-cellflow", action="store_true", help="leave out the CellFlow peer (no separate venv)")
+    parser.add_argument("--cellflow-seeds", nargs="+", type=int, default=[0])
+    parser.add_argument("--cellflow-iterations", type=int, default=2000)
+    parser.add_argument("--threads", type=int, default=2, help="torch (and CellFlow) CPU threads")
+    parser.add_argument("--tag", default="scoreboard", help="name of the table written under docs/benchmarks/")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    df = run(args)
+    per_cond, per_set, wtl = summarise(df)
+    ratio = time_ratio(df)
+    df.to_csv(C.DOCS / f"{args.tag}_runs.csv", index=False, float_format="%.5g")
+    notes = (
+        "Per data set: the mean over held-out conditions of the per-condition seed means ± the mean of the per-condition "
+        "seed sds. r2 / r2_de: Pearson R² of mean expression on all genes / the top-100 DE genes of the real condition "
+        "(vs the control cells of its context); pearson_delta_de: Pearson r of the change from the control mean on "
+        "those genes; edistance, mmd: in 50-d PCA space (lower is better). Train s: training wall time (the same "
+        "run for every condition of a group). CellFlow's time includes its venv's start-up and JIT compilation.\n\n"
+        "### Per held-out condition\n\n" + per_cond.to_markdown(index=False)
+        + ("\n\n### CaLMFlow wins / ties / losses over held-out conditions\n\n" + wtl.to_markdown(index=False) if len(wtl) else "")
+        + ("\n\n### Training time, CaLMFlow / OT-CFM (side by side, same process)\n\n" + ratio.to_markdown(index=False) if len(ratio) else "")
+        + f"\n\nCaLMFlow arguments: `{json.dumps(args.calmflow)}`; train arguments: `{json.dumps(args.train)}` (empty: defaults)."
+        + f"\nPer-run rows: `docs/benchmarks/{args.tag}_runs.csv`."
+    )
+    C.write_table(args.tag, f"Scoreboard: held-out real conditions, seeds {args.seeds}", per_set, command=C.command_line(), notes=notes)
+
+
+if __name__ == "__main__":
+    main()
