@@ -45,7 +45,7 @@ def build(name: str, adata, setup: dict, *, quick: bool):
         scflowlm.CaLMFlowModel.setup_anndata(adata, **setup)
         return scflowlm.CaLMFlowModel(adata, source=source, **kw), train
     if name.startswith("cfm"):
-        from scflowlm.baselines import CFMModel
+        from scflowlm.model import CFMModel
 
         CFMModel.setup_anndata(adata, **setup)
         epochs = max(20, round((3000 if quick else 10000) / max(int(0.9 * adata.n_obs) // 128, 1)))

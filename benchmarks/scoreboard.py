@@ -48,7 +48,7 @@ import _common as C
 
 import scflowlm
 from scflowlm import tl
-from scflowlm.baselines import CFMModel
+from scflowlm.model import CFMModel
 
 METRICS = ["r2", "r2_de", "pearson_delta_de", "edistance", "mmd"]
 HIGHER_IS_BETTER = {"r2": True, "r2_de": True, "pearson_delta_de": True, "edistance": False, "mmd": False}
@@ -104,7 +104,10 @@ def train_learned(name: str, adata, setup: dict, group: list[dict], seed: int, *
     data = adata.copy()
     cls = scflowlm.CaLMFlowModel if name == "CaLMFlow" else CFMModel
     cls.setup_anndata(data, **setup)
-    model = cls(data, **(calmflow if name == "CaLMFlow" else {}))
+    kwargs = dict(calmflow) if name == "CaLMFlow" else {}
+    if isinstance(kwargs.get("backbone"), dict):  # {"hidden_size": 64, "n_layers": 2, "n_heads": 4}: a random-init size
+        kwargs["backbone"] = scflowlm.nn.default_backbone_config(256, **kwargs["backbone"])
+    model = cls(data, **kwargs)
     kwargs = (train if name == "CaLMFlow" else {}) | {"holdout": group, "enable_progress_bar": False}
     with C.Timer() as t:
         model.train(**kwargs)

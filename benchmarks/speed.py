@@ -83,7 +83,7 @@ def main() -> None:
         peak_memory_child(args.memory_child)
         return
     n = 128 if args.quick else 512
-    from scflowlm.baselines import CFMModel
+    from scflowlm.model import CFMModel
 
     adata = scflowlm.data.synthetic_perturbation(n_cells_per_condition=100, n_genes=500, n_pcs=50)
     CFMModel.setup_anndata(adata, prompt_template="Generate a {cell_type} cell stimulated with {condition}:",

@@ -88,7 +88,7 @@ def run_one(method: str, data: str, dim: int, seed: int, *, quick: bool, epochs:
         model = calmflow(adata, quick=quick, **kw)
         train = {"max_epochs": epochs, "lr": 2e-3}
     else:
-        from scflowlm.baselines import CFMModel
+        from scflowlm.model import CFMModel
 
         CFMModel.setup_anndata(adata, prompt_template="Generate a sample:")
         flow = {"I-CFM": "i", "OT-CFM": "ot", "SB-CFM": "sb"}[method]

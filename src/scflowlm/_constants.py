@@ -1,4 +1,4 @@
-"""Keys shared by the model, the torch module and the tools."""
+"""Keys shared by the models, the torch modules and the tools."""
 
 from __future__ import annotations
 
@@ -7,19 +7,19 @@ from typing import NamedTuple
 
 class _RegistryKeys(NamedTuple):
     X_KEY: str = "X"  # cell state: coordinates from adata.obsm[obsm_key]
-    CONDITION_KEY: str = "condition"  # integer code of the cell's condition (one prompt each)
-    CONTEXT_KEY: str = "context"  # integer code of the cell's context (template fields but the perturbation)
-    CONTROL_KEY: str = "is_control"  # 1.0 for control cells, 0.0 otherwise
+    CONDITION_KEY: str = "condition"  # per template field, the integer code of the cell's value
+    CONTEXT_KEY: str = "context"  # per context field, the integer code of the cell's value
 
 
 REGISTRY_KEYS = _RegistryKeys()
 
-#: obs columns written by ``setup_anndata`` (scvi-tools writes its own ``_scvi_*`` columns the same way).
-CONDITION_COL = "_scflowlm_condition"
-CONTEXT_COL = "_scflowlm_context"
-CONTROL_COL = "_scflowlm_is_control"
-
-#: keys of a prediction AnnData
+#: obs columns of a prediction that the model writes (a source's obs may not have them).
 PROMPT_COL = "prompt"
+SEEN_COL = "seen_in_training"
+#: obsm keys of a prediction: the start states of a control source, the states along the generated path.
 SOURCE_OBSM = "X_source"
+PATH_OBSM = "X_path"
+#: ``uns`` key of what made a prediction (model, keys, settings) and of ``setup_anndata``'s keys.
 UNS_KEY = "scflowlm"
+#: ``uns`` key of the table written by :func:`scflowlm.tl.evaluate` (read by :func:`scflowlm.pl.evaluate`).
+EVALUATE_KEY = "scflowlm_evaluate"

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from scflowlm.data import PromptBuilder, template_fields
+from scflowlm.data import PromptBuilder, same_value, template_fields
 
 
 def test_template_fields_order_and_dedup():
@@ -24,13 +24,16 @@ def test_render_uses_control_template():
     assert b.render({"ct": "B", "p": "ctrl"}) == "Generate an untreated B cell:"
 
 
-def test_normalize_names_unknown_and_missing_fields():
-    b = PromptBuilder("Generate a {ct} cell with {p}:")
-    with pytest.raises(KeyError, match="unknown field"):
-        b.normalize({"ct": "B", "p": "x", "dose": 1})
-    with pytest.raises(KeyError, match=r"lacks the template field\(s\) \['p'\]"):
-        b.normalize({"ct": "B"})
-    assert b.normalize([{"ct": "B", "p": 1}]) == [{"ct": "B", "p": "1"}]
+def test_control_template_compares_values_by_type():
+    b = PromptBuilder("Treat a {ct} cell with {dose} units:", "An untreated {ct} cell:", "dose", 0)
+    assert b.render({"ct": "B", "dose": 0.0}) == "An untreated B cell:"
+    assert b.render({"ct": "B", "dose": 1.0}) == "Treat a B cell with 1.0 units:"
+    assert same_value(0, 0.0) and same_value("1", 1.0) and not same_value("a", 1) and same_value("x", "x")
+
+
+def test_unbalanced_brace_is_explained():
+    with pytest.raises(ValueError, match=r"Template 'A \{x cell' is not valid .*literal brace twice"):
+        template_fields("A {x cell")
 
 
 def test_control_template_needs_perturbation_key():

@@ -115,3 +115,53 @@ def test_control_source_keeps_cell_identity_noise_source_does_not():
     assert results["control"][1] > 0.8
     assert abs(results["noise"][1]) < 0.3
     del held
+
+
+def test_duplicate_obs_names_and_integer_positions(adata):
+    """Bug 6: duplicate obs_names (AnnData allows them) crashed a control-source prediction deep in pandas."""
+    adata.obs_names = [f"c{i % 50}" for i in range(adata.n_obs)]
+    setup(adata)
+    model = quiet_train(small_model(adata, source="control"))
+    ctrl = ((adata.obs.condition == "control") & (adata.obs.cell_type == "B")).to_numpy()
+    by_mask = model.predict_perturbation({"condition": "IFNB"}, source=ctrl, seed=0)
+    assert by_mask.obs_names.is_unique and by_mask.n_obs == ctrl.sum()
+    by_position = model.predict_perturbation({"condition": "IFNB"}, source=np.nonzero(ctrl)[0], seed=0)
+    np.testing.assert_array_equal(by_position.X, by_mask.X)
+    drawn = model.predict_perturbation({"cell_type": "T", "condition": "TNF"}, n_cells=60, seed=0)
+    assert drawn.obs_names.is_unique and drawn.n_obs == 60
+    with pytest.raises(ValueError, match="duplicate obs_names, so names cannot select source cells"):
+        model.predict_perturbation({"condition": "IFNB"}, source=["c1", "c2"])
+    with pytest.raises(IndexError, match=r"source positions must be in \[0, 288\)"):
+        model.predict_perturbation({"condition": "IFNB"}, source=np.array([0, 1, 999]))
+
+
+@pytest.mark.parametrize("column", ["prompt", "seen_in_training"])
+def test_source_columns_the_prediction_writes_are_refused(adata, column):
+    """Bug 11: a source obs column named like a prediction column was overwritten silently."""
+    setup(adata)
+    model = quiet_train(small_model(adata, source="control"))
+    ctrl = adata[(adata.obs.condition == "control") & (adata.obs.cell_type == "B")].copy()
+    ctrl.obs[column] = "mine"
+    with pytest.raises(ValueError, match=rf"obs has column\(s\) \['{column}'\], which the prediction writes itself"):
+        model.predict_perturbation({"condition": "IFNB"}, source=ctrl)
+
+
+def test_layer_model_needs_that_layer_in_a_source(adata):
+    adata.layers["logcounts"] = adata.X.copy()
+    setup(adata, layer="logcounts")
+    model = quiet_train(small_model(adata, source="control"))
+    ctrl = adata[(adata.obs.condition == "control") & (adata.obs.cell_type == "B")].copy()
+    del ctrl.layers["logcounts"]
+    del ctrl.obsm["X_pca"]
+    with pytest.raises(KeyError, match=r"no layers\['logcounts'\], the layer the model was set up with"):
+        model.predict_perturbation({"condition": "IFNB"}, source=ctrl)
+
+
+def test_many_conditions_from_the_same_source_cells(adata):
+    setup(adata)
+    model = quiet_train(small_model(adata, source="control"))
+    ctrl = adata[(adata.obs.condition == "control") & (adata.obs.cell_type == "B")].copy()
+    both = model.predict_perturbation([{"condition": "IFNB"}, {"condition": "TNF"}], source=ctrl, seed=0)
+    assert both.n_obs == 2 * ctrl.n_obs and both.obs_names.is_unique
+    alone = model.predict_perturbation({"condition": "TNF"}, source=ctrl, seed=0)
+    np.testing.assert_allclose(both.X[ctrl.n_obs :], alone.X, atol=1e-5)

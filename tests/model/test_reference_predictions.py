@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # helpers, also wh
 from helpers import CONTROL_TEMPLATE, HOLDOUT, TEMPLATE, quiet_train, tiny_config
 
 import scflowlm
-from scflowlm.baselines import CFMModel
+from scflowlm.model import CFMModel
 
 REFERENCE = Path(__file__).parent / "data" / "reference_predictions.npz"
 TRAIN = {"max_epochs": 2, "batch_size": 32, "lr": 1e-3, "weight_decay": 1e-4, "train_size": 0.9, "gradient_clip_val": 1.0}

@@ -16,6 +16,8 @@ def make_module(**kwargs):
     ids = torch.tensor([[0, 3, 4, 5], [6, 7, 8, 9]])  # two prompts, the first left-padded
     mask = torch.tensor([[0, 1, 1, 1], [1, 1, 1, 1]])
     module.set_prompts(ids, mask)
+    module.set_conditions(torch.tensor([[0], [1]]), [2], [False, False])  # one field with two values
+    module.set_contexts(torch.tensor([[0]]), [1])
     return module.eval()
 
 
@@ -24,7 +26,6 @@ def batch(n=8):
         REGISTRY_KEYS.X_KEY: torch.randn(n, 6),
         REGISTRY_KEYS.CONDITION_KEY: torch.tensor([0, 1] * (n // 2)).view(-1, 1).float(),
         REGISTRY_KEYS.CONTEXT_KEY: torch.zeros(n, 1),
-        REGISTRY_KEYS.CONTROL_KEY: torch.zeros(n, 1),
     }
 
 
@@ -37,7 +38,7 @@ def test_training_pass_shapes_and_finite_loss(M):
     assert gen["v_hat"].shape == (S, 4, M, 6)
     assert torch.isfinite(loss.loss)
     loss.loss.backward()
-    assert module.tokenizer.proj[0].weight.grad is not None
+    assert module.state_tokenizer.proj[0].weight.grad is not None
     assert module.backbone.get_input_embeddings().weight.grad is not None  # the prompt is read
 
 
@@ -47,8 +48,8 @@ def test_kv_cache_matches_full_recomputation(M, rows):
     module = make_module(n_trajectories=M)
     x0 = torch.randn(3, M, 6)
     ids, mask = module.prompt_ids[rows], module.prompt_mask[rows]
-    cached = module.generate(ids, mask, x0, temperature=1.0, use_cache=True, generator=torch.Generator().manual_seed(1))
-    full = module.generate(ids, mask, x0, temperature=1.0, use_cache=False, generator=torch.Generator().manual_seed(1))
+    cached = module.rollout(ids, mask, x0, temperature=1.0, use_cache=True, generator=torch.Generator().manual_seed(1))
+    full = module.rollout(ids, mask, x0, temperature=1.0, use_cache=False, generator=torch.Generator().manual_seed(1))
     assert cached.shape == (3, 5, M, 6)
     torch.testing.assert_close(cached, full, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(cached[:, 0], x0)
@@ -57,8 +58,8 @@ def test_kv_cache_matches_full_recomputation(M, rows):
 def test_prompt_changes_generation():
     module = make_module()
     x0 = torch.randn(2, 1, 6)
-    a = module.generate(module.prompt_ids[:1], module.prompt_mask[:1], x0, temperature=0.0)
-    b = module.generate(module.prompt_ids[1:], module.prompt_mask[1:], x0, temperature=0.0)
+    a = module.rollout(module.prompt_ids[:1], module.prompt_mask[:1], x0, temperature=0.0)
+    b = module.rollout(module.prompt_ids[1:], module.prompt_mask[1:], x0, temperature=0.0)
     assert (a[:, -1] - b[:, -1]).abs().max() > 1e-4
 
 
@@ -67,9 +68,30 @@ def test_control_source_pairs_within_context():
     module.set_standardization(torch.zeros(6), 1.0)
     pool = torch.cat([torch.zeros(4, 6), torch.full((4, 6), 10.0)])
     module.set_control_pool(pool, torch.tensor([0] * 4 + [1] * 4))
+    module.set_conditions(torch.tensor([[0], [1]]), [2], [False, True])  # condition 1: the controls
     x1 = torch.randn(6, 6)
     context = torch.tensor([0, 0, 1, 1, 0, 1])
-    is_ctrl = torch.tensor([0, 0, 0, 0, 1, 1])
-    x0 = module.draw_source(x1, context, is_ctrl)
+    condition = torch.tensor([0, 0, 0, 0, 1, 1])
+    x0 = module.draw_source(x1, condition, context)
     assert torch.equal(x0[0], torch.zeros(6)) and torch.equal(x0[2], torch.full((6,), 10.0))
     torch.testing.assert_close(x0[4:], x1[4:])  # controls start from themselves
+
+
+def test_sample_is_independent_of_batching_and_of_other_conditions():
+    """Each condition's cells come from its own generator in a fixed order: batch size and company do not matter."""
+    module = make_module(n_trajectories=2)
+    ids, mask = module.prompt_ids, module.prompt_mask
+    rows = torch.tensor([0] * 5 + [1] * 3)
+
+    def gens(seed=3):
+        return [torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed)]
+
+    together = module.sample(ids, mask, rows, generators=gens(), batch_size=64)
+    small_batches = module.sample(ids, mask, rows, generators=gens(), batch_size=2)
+    alone = module.sample(ids[1:], mask[1:], torch.zeros(3, dtype=torch.long), generators=gens()[:1])
+    assert together.shape == (8, 6)
+    torch.testing.assert_close(together, small_batches, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(together[5:], alone, atol=1e-5, rtol=1e-5)
+    path = module.sample(ids, mask, rows, x0=torch.ones(8, 6), generators=gens(), return_path=True)
+    assert path.shape == (8, 5, 6)
+    torch.testing.assert_close(path[:, 0], torch.ones(8, 6))  # raw start states in, raw path out

@@ -4,9 +4,8 @@ import pytest
 import torch
 
 from scflowlm._constants import REGISTRY_KEYS
-from scflowlm.module._cfm import CFMModule, sinkhorn_pairing
-from scflowlm.module._coupling import ot_permutation
-from scflowlm.nn._vector_field import VectorFieldMLP, time_features
+from scflowlm.module import CFMModule, ot_permutation, sinkhorn_pairing
+from scflowlm.nn import VectorFieldMLP, time_features
 
 # two conditions in 2-D: targets N(MEANS[c], 0.3^2 I), one-hot covariates
 MEANS = torch.tensor([[2.0, 0.0], [-1.0, 2.0]])
@@ -18,14 +17,15 @@ def toy_batch(n: int, generator: torch.Generator | None = None) -> dict[str, tor
     x = MEANS[condition] + 0.3 * torch.randn(n, 2, generator=generator)  # [n, 2]
     return {
         REGISTRY_KEYS.X_KEY: x,
-        REGISTRY_KEYS.CONDITION_KEY: condition.view(-1, 1).float(),
-        REGISTRY_KEYS.CONTEXT_KEY: torch.zeros(n, 1),
-        REGISTRY_KEYS.CONTROL_KEY: torch.zeros(n, 1),
+        REGISTRY_KEYS.CONDITION_KEY: condition.view(-1, 1).float(),  # one field, two values
+        REGISTRY_KEYS.CONTEXT_KEY: torch.zeros(n, 1),  # one context
     }
 
 
 def make_module(flow: str = "ot", **kwargs) -> CFMModule:
     module = CFMModule(2, 2, flow=flow, n_hidden=64, n_layers=2, **kwargs)
+    module.set_conditions(torch.tensor([[0], [1]]), [2], [False, False])
+    module.set_contexts(torch.tensor([[0]]), [1])
     module.set_condition_covariates(COVARIATES)
     return module
 
@@ -70,14 +70,17 @@ def test_module_shapes():
     assert out.loss.dim() == 0
     assert out.reconstruction_loss["reconstruction_loss"].shape == (32,)
     x0 = torch.randn(10, 2)
-    assert module.generate(x0, COVARIATES[0]).shape == (10, 2)
-    assert module.sample(x0, COVARIATES[[0]], method="euler", n_steps=5).shape == (10, 2)
-    assert module.generate(x0, COVARIATES[0].expand(10, -1), method="euler", n_steps=4, return_path=True).shape == (
-        5,
-        10,
-        2,
-    )
-    assert module.training  # generate restores the mode
+    assert module.integrate(x0, COVARIATES[0]).shape == (2, 10, 2)
+    times = torch.linspace(0, 1, 5)
+    assert module.integrate(x0, COVARIATES[0].expand(10, -1), method="euler", n_steps=4, times=times).shape == (5, 10, 2)
+    rows = torch.tensor([0] * 6 + [1] * 4)
+    gens = [torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)]
+    out = module.sample(COVARIATES, rows, generators=gens, method="euler", n_steps=5)
+    assert out.shape == (10, 2)
+    path = module.sample(COVARIATES, rows, x0=x0, generators=gens, method="euler", n_steps=5, return_path=True)
+    assert path.shape == (10, 11, 2)
+    torch.testing.assert_close(path[:, 0], x0)  # raw coordinates in, raw out
+    assert module.training  # generation restores the mode
 
 
 def test_invalid_arguments():
@@ -106,7 +109,7 @@ def test_learns_conditional_shift(flow, trained_ot):
         fit(module, batch_size=64 if flow == "sb" else 128)  # Sinkhorn is the slow part of SB-CFM
     torch.manual_seed(1)
     for c in range(2):
-        x1 = module.generate(torch.randn(500, 2), COVARIATES[c], method="euler", n_steps=50)
+        x1 = module.integrate(torch.randn(500, 2), COVARIATES[c], method="euler", n_steps=50)[-1]
         assert torch.allclose(x1.mean(0), MEANS[c], atol=0.25), (flow, c, x1.mean(0))
         assert 0.1 < float(x1.std(0).mean()) < 0.6
 
@@ -169,21 +172,25 @@ def test_dopri5_matches_euler(trained_ot):
     torch.manual_seed(2)
     x0 = torch.randn(200, 2)
     cov = COVARIATES[torch.randint(2, (200,))]
-    adaptive = trained_ot.generate(x0, cov, method="dopri5", rtol=1e-5, atol=1e-5)
-    euler = trained_ot.generate(x0, cov, method="euler", n_steps=400)
+    adaptive = trained_ot.integrate(x0, cov, method="dopri5", rtol=1e-5, atol=1e-5)[-1]
+    euler = trained_ot.integrate(x0, cov, method="euler", n_steps=400)[-1]
     assert (adaptive - euler).abs().max() < 0.05
     assert (adaptive - euler).abs().mean() < 0.01
 
 
 def test_control_source_keeps_controls_and_context():
     module = make_module("ot", source="control")
+    module.set_conditions(torch.tensor([[0], [1], [2]]), [3], [False, False, True])  # value 2: the controls
+    module.set_contexts(torch.tensor([[0], [1]]), [2])
+    module.set_condition_covariates(torch.cat([COVARIATES, torch.zeros(1, 2)]))
     controls = torch.cat([torch.zeros(20, 2), torch.full((20, 2), 5.0)])  # context 0 near 0, context 1 near 5
     module.set_control_pool(controls, torch.tensor([0] * 20 + [1] * 20))
     batch = toy_batch(64)
     batch[REGISTRY_KEYS.CONTEXT_KEY] = torch.randint(2, (64, 1)).float()
-    batch[REGISTRY_KEYS.CONTROL_KEY][:8] = 1.0
+    batch[REGISTRY_KEYS.CONDITION_KEY][:8] = 2.0
+    inputs = module._get_inference_input(batch)
     x1 = module.standardize(batch[REGISTRY_KEYS.X_KEY])
-    x0 = module.draw_source(x1, batch[REGISTRY_KEYS.CONTEXT_KEY].view(-1).long(), batch[REGISTRY_KEYS.CONTROL_KEY])
+    x0 = module.draw_source(x1, inputs["condition"], inputs["context"])
     assert torch.equal(x0[:8], x1[:8])
     ctx = batch[REGISTRY_KEYS.CONTEXT_KEY].view(-1)[8:]
     assert torch.equal(x0[8:, 0], 5.0 * ctx)

@@ -64,14 +64,14 @@ def test_umap_overlap(toy, tmp_path):
     assert (tmp_path / "umap.png").stat().st_size > 1000
 
 
-def test_metrics_plot(toy, tmp_path):
+def test_evaluate_plot(toy, tmp_path):
     conds = [{"cell_type": ct, "condition": "stim"} for ct in ["A", "B"]]
     tables = []
     for name, fn in [("control", tl.baseline_control_mean), ("additive", tl.baseline_additive)]:
         pred = fn(toy, conditions=conds, **KW)
         tables.append(tl.evaluate(toy, pred, metrics="correlation", **KW).assign(model=name))
     df = pd.concat(tables, ignore_index=True)
-    ax = pl.metrics(df, metric="r2", show=False)
+    ax = pl.evaluate(df, metric="r2", show=False)
     assert ax.get_ylabel() == "r2"
     assert [t.get_text() for t in ax.get_xticklabels()] == ["A / stim", "B / stim", "mean"]
     assert _legend_labels(ax) == ["control", "additive"]
@@ -79,17 +79,17 @@ def test_metrics_plot(toy, tmp_path):
     assert len(bars) == 6  # 2 models x (2 conditions + mean)
     heights = np.array([b.get_height() for b in bars]).reshape(2, 3)
     np.testing.assert_allclose(heights[:, :2], df.pivot(index="model", columns="cell_type", values="r2").loc[["control", "additive"]].to_numpy())
-    axes = pl.metrics(df, metric=["r2", "r2_de"], kind="point", show=False)
+    axes = pl.evaluate(df, metric=["r2", "r2_de"], kind="point", show=False)
     assert [a.get_ylabel() for a in axes] == ["r2", "r2_de"]
     assert all(len(a.collections) == 2 for a in axes)
     # from the AnnData where evaluate stored it
     pred = tl.baseline_additive(toy, conditions=conds, **KW)
     tl.evaluate(toy, pred, metrics=["pearson"], **KW)
-    fig = pl.metrics(pred, metric="pearson", show=False, return_fig=True)
+    fig = pl.evaluate(pred, metric="pearson", show=False, return_fig=True)
     fig.savefig(tmp_path / "metrics.png")
     assert len(fig.axes[0].patches) == 3
     with pytest.raises(KeyError, match="nope"):
-        pl.metrics(df, metric="nope", show=False)
+        pl.evaluate(df, metric="nope", show=False)
 
 
 class _FakeModel:

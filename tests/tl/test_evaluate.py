@@ -4,6 +4,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import HOLDOUT
 from scipy import stats
 
 from scflowlm import tl
@@ -44,7 +45,7 @@ def test_evaluate_table_and_storage(toy):
     df = tl.evaluate(toy, pred, space="pca", **KW)
     assert list(df[["cell_type", "condition"]].itertuples(index=False, name=None)) == [("A", "stim"), ("B", "stim")]
     assert set(tl.METRICS) <= set(df.columns)
-    assert pred.uns["scflowlm_eval"] is df
+    assert pred.uns["scflowlm_evaluate"] is df
     assert (df.n_real == 80).all()
     assert df[list(tl.METRICS)].notna().all().all()
     # the correlation columns equal the direct computation with scipy
@@ -78,7 +79,7 @@ def test_metric_selection_groups_and_errors(toy):
     pred = tl.baseline_control_mean(toy, conditions={"cell_type": "A", "condition": "stim"}, **KW)
     df = tl.evaluate(toy, pred, metrics=["correlation", "edistance"], key_added=None, **KW)
     assert [c for c in df.columns if c in tl.METRICS] == [*tl.METRIC_GROUPS["correlation"], "edistance"]
-    assert "scflowlm_eval" not in pred.uns
+    assert "scflowlm_evaluate" not in pred.uns
     assert np.isnan(df.loc[0, "pearson_delta"])  # no change predicted: undefined
     with pytest.raises(ValueError, match="unknown metric"):
         tl.evaluate(toy, pred, metrics=["nope"], **KW)
@@ -121,3 +122,32 @@ def test_umap_space_and_leiden(toy):
     assert good["leiden_kl"] < 0.1 < bad["leiden_kl"]
     assert good["mmd"] < bad["mmd"]
     assert good["inception_score"] >= 1.0
+
+
+def test_evaluate_reads_the_keys_a_prediction_records(trained):
+    """tl.evaluate(adata, pred): keys and the states' obsm key come from pred.uns["scflowlm"]."""
+    model, adata = trained
+    pred = model.predict_perturbation(HOLDOUT, n_cells=20, seed=0)
+    explicit = tl.evaluate(adata, pred, metrics=["r2", "mmd"], space="pca", key_added=None, **KW)
+    recorded = tl.evaluate(adata, pred, metrics=["r2", "mmd"], space="pca", key_added=None)
+    pd.testing.assert_frame_equal(explicit, recorded)
+    baseline = tl.baseline_nearest_context(adata, conditions=[HOLDOUT])  # keys from setup_anndata's record
+    assert tl.evaluate(adata, baseline, metrics=["r2"], key_added=None)["r2"].iloc[0] > 0.5
+
+
+def test_evaluate_uses_the_prediction_states_under_another_obsm_key(trained):
+    """Before, evaluate read obsm["X_pca"] while a prediction stored its states under the model's obsm_key."""
+    model, adata = trained
+    pred = model.predict_perturbation(HOLDOUT, n_cells=20, seed=0)
+    moved = pred.copy()
+    moved.obsm["X_states"] = moved.obsm.pop("X_pca") + 100.0  # far away: a fall-back to X would not notice
+    moved.uns["scflowlm"] = dict(moved.uns["scflowlm"], obsm_key="X_states")
+    real = adata.copy()
+    real.obsm["X_states"] = real.obsm["X_pca"]
+    near = tl.evaluate(real, pred, metrics=["edistance"], space="pca", key_added=None)["edistance"].iloc[0]
+    far = tl.evaluate(real, moved, metrics=["edistance"], space="pca", key_added=None)["edistance"].iloc[0]
+    assert far > near + 1000.0
+    bare_real = ad.AnnData(real.X, obs=real.obs, var=real.var)
+    bare_pred = ad.AnnData(pred.X, obs=pred.obs, var=pred.var)
+    with pytest.raises(ValueError, match="condition_keys, perturbation_key and control_value are needed"):
+        tl.evaluate(bare_real, bare_pred, metrics=["r2"], key_added=None)

@@ -3,7 +3,15 @@
 from __future__ import annotations
 
 from ._datasets import fetch, kang2018, perturbench_devel
-from ._prompts import PromptBuilder, template_fields
+from ._prompts import PromptBuilder, same_value, template_fields
 from ._synthetic import synthetic_perturbation
 
-__all__ = ["PromptBuilder", "fetch", "kang2018", "perturbench_devel", "synthetic_perturbation", "template_fields"]
+__all__ = [
+    "PromptBuilder",
+    "fetch",
+    "kang2018",
+    "perturbench_devel",
+    "same_value",
+    "synthetic_perturbation",
+    "template_fields",
+]

@@ -8,10 +8,24 @@ perturbation column equals the control value use the control template instead.
 from __future__ import annotations
 
 import string
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
-__all__ = ["PromptBuilder", "template_fields"]
+import numpy as np
+
+__all__ = ["PromptBuilder", "same_value", "template_fields"]
+
+
+def same_value(a: Any, b: Any) -> bool:
+    """Whether two obs values are the same: numbers compared as numbers (``0``, ``0.0``, ``"0"``), else as text."""
+    numbers = (int, float, np.integer, np.floating)
+    if isinstance(a, numbers) or isinstance(b, numbers):
+        try:
+            return float(a) == float(b)
+        except (TypeError, ValueError):
+            return False
+    return str(a) == str(b)
 
 
 def template_fields(template: str) -> list[str]:
@@ -27,7 +41,14 @@ def template_fields(template: str) -> list[str]:
     The distinct field names, e.g. ``["cell_type"]``.
     """
     names: list[str] = []
-    for _, name, spec, conv in string.Formatter().parse(template):
+    try:
+        parts = list(string.Formatter().parse(template))
+    except ValueError as err:
+        raise ValueError(
+            f"Template {template!r} is not valid ({err}): name obs columns in braces, e.g. '{{cell_type}}', and "
+            "write a literal brace twice ('{{{{' or '}}}}')."
+        ) from None
+    for _, name, spec, conv in parts:
         if name is None:
             continue
         if name == "" or name.isdigit():
@@ -78,13 +99,15 @@ class PromptBuilder:
         """The fields that describe a cell's context: every field but the perturbation."""
         return [f for f in self.fields if f != self.perturbation_key]
 
-    def is_control(self, condition: Mapping[str, str]) -> bool:
-        """Whether a condition is a control condition."""
-        return self.perturbation_key is not None and str(condition[self.perturbation_key]) == str(
-            self.control_value
+    def is_control(self, condition: Mapping[str, Any]) -> bool:
+        """Whether a condition is a control condition (values compared by :func:`same_value`)."""
+        return (
+            self.perturbation_key is not None
+            and self.control_value is not None
+            and same_value(condition[self.perturbation_key], self.control_value)
         )
 
-    def render(self, condition: Mapping[str, str]) -> str:
+    def render(self, condition: Mapping[str, Any]) -> str:
         """The prompt of one condition."""
         missing = [f for f in self.fields if f not in condition]
         if missing:
@@ -93,26 +116,3 @@ class PromptBuilder:
         if self.control_template is not None and self.is_control(condition):
             template = self.control_template
         return template.format(**{k: str(v) for k, v in condition.items()})
-
-    def normalize(self, condition: Mapping[str, str] | Sequence[Mapping[str, str]]) -> list[dict[str, str]]:
-        """Check and normalise one condition dict or a list of them to a list of string dicts.
-
-        Raises a :class:`KeyError` naming unknown or missing fields.
-        """
-        conditions = [condition] if isinstance(condition, Mapping) else list(condition)
-        if not conditions:
-            raise ValueError("No condition given.")
-        out = []
-        for cond in conditions:
-            if not isinstance(cond, Mapping):
-                raise TypeError(f"A condition must be a dict of field -> value, got {type(cond).__name__}.")
-            unknown = sorted(set(cond) - set(self.fields))
-            if unknown:
-                raise KeyError(
-                    f"Condition has unknown field(s) {unknown}; the prompt template fields are {self.fields}."
-                )
-            missing = [f for f in self.fields if f not in cond]
-            if missing:
-                raise KeyError(f"Condition {dict(cond)} lacks the template field(s) {missing}.")
-            out.append({f: str(cond[f]) for f in self.fields})
-        return out

@@ -1,9 +1,10 @@
-"""AnnData-facing models."""
+"""The AnnData-facing models: CaLMFlow, and conditional flow matching beside it."""
 
 from __future__ import annotations
 
 from ._base import FlowModelBase
 from ._calmflow import CaLMFlowModel
-from ._training import BestWeights, FlowTrainingPlan, LastCheckpoint, NonFiniteLossError
+from ._cfm import CFMModel
+from ._conditions import ConditionTable
 
-__all__ = ["BestWeights", "CaLMFlowModel", "FlowModelBase", "FlowTrainingPlan", "LastCheckpoint", "NonFiniteLossError"]
+__all__ = ["CFMModel", "CaLMFlowModel", "ConditionTable", "FlowModelBase"]

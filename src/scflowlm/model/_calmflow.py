@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import logging
+import math
+import numbers
 from typing import TYPE_CHECKING, Literal
 
 import torch
 from transformers import GPTNeoXConfig
 
+from scflowlm._docs import doc_params
 from scflowlm.module import CaLMFlowModule
 from scflowlm.nn import build_backbone, select_attn_implementation, tokenizer_state
 
 from ._base import FlowModelBase
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     import anndata as ad
 
 logger = logging.getLogger(__name__)
@@ -21,6 +26,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["CaLMFlowModel"]
 
 
+@doc_params()
 class CaLMFlowModel(FlowModelBase):
     """CaLMFlow: flow matching as a Volterra integral equation solved by a causal language model.
 
@@ -52,19 +58,17 @@ class CaLMFlowModel(FlowModelBase):
         the backbone outputs alone, KL to N(0, I)) or ``"none"`` (deterministic). See
         :class:`~scflowlm.nn.VariationalHead`.
     source
-        ``"auto"`` (default): ``"control"`` when ``setup_anndata`` registered control cells, else ``"noise"``.
-        ``"noise"``: flows start from Gaussian noise (the paper); ``predict_perturbation`` draws a population.
-        ``"control"``: flows start from control cells of the same context, paired with their targets by
-        minibatch optimal transport in training; ``predict_perturbation`` returns one cell per control cell.
-        The control source gave lower W2 on every held-out condition in ``docs/benchmarks.md`` and keeps each
-        cell's own state (mean-based scores varied with the seed); the noise
-        source is needed for contexts without control cells.
+        %(source)s
+    start_shift
+        %(start_shift)s
     attn_implementation
         ``"auto"`` (flash-attention-2 when installed and on CUDA, else SDPA), ``"sdpa"`` or ``"eager"``.
     dropout
         Dropout in the tokenizer and head MLPs.
+    condition_codes
+        The training conditions as field codes (set on save; leave ``None``).
     tokenizer
-        A saved tokenizer state (set on save; leave ``None``).
+        A saved prompt tokenizer state (set on save; leave ``None``).
 
     Examples
     --------
@@ -82,6 +86,7 @@ class CaLMFlowModel(FlowModelBase):
     """
 
     _module_cls = CaLMFlowModule
+    _accepts_raw_prompts = True
 
     def __init__(
         self,
@@ -96,81 +101,62 @@ class CaLMFlowModel(FlowModelBase):
         n_latent: int = 32,
         variational: Literal["cvae", "paper", "none"] = "cvae",
         source: Literal["auto", "noise", "control"] = "auto",
+        start_shift: Literal["none", "nearest_context"] = "none",
         attn_implementation: str = "auto",
         dropout: float = 0.0,
+        condition_codes: Sequence[Sequence[int]] | None = None,
         tokenizer: str | None = None,
     ):
         super().__init__(adata, registry)
-        for name, value, low in (("n_time_points", n_time_points, 2), ("n_space_tokens", n_space_tokens, 1), ("n_trajectories", n_trajectories, 1)):
-            if int(value) < low:
-                raise ValueError(f"{name} must be at least {low}, got {value}.")
-        if kl_weight < 0:
-            raise ValueError(f"kl_weight must be >= 0, got {kl_weight}.")
-        self._init_data(adata)
-        source = self._resolve_source(source)
+        for name, value, low in (("n_time_points", n_time_points, 2), ("n_space_tokens", n_space_tokens, 1),
+                                 ("n_trajectories", n_trajectories, 1), ("n_latent", n_latent, 1)):
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}.")
+        if not isinstance(kl_weight, numbers.Real) or not math.isfinite(kl_weight) or kl_weight < 0:
+            raise ValueError(f"kl_weight must be a finite number >= 0, got {kl_weight!r}.")
+        self._init_data(adata, condition_codes)
+        source = self._resolve_source(source, loading=condition_codes is not None)
+        self.start_shift = self._check_start_shift(start_shift, source)
         attn = select_attn_implementation(attn_implementation, device="cuda" if torch.cuda.is_available() else "cpu")
         net, tok = build_backbone(backbone, prompts=self.prompts, tokenizer=tokenizer, attn_implementation=attn)
-        self.tokenizer = tok
+        self.prompt_tokenizer = tok
         self.module = CaLMFlowModule(
-            net,
-            self.n_features,
-            n_time_points=n_time_points,
-            n_space_tokens=n_space_tokens,
-            n_trajectories=n_trajectories,
-            n_latent=n_latent,
-            variational=variational,
-            source=source,
-            dropout=dropout,
+            net, self.n_features, n_time_points=n_time_points, n_space_tokens=n_space_tokens,
+            n_trajectories=n_trajectories, n_latent=n_latent, variational=variational, kl_weight=kl_weight,
+            source=source, dropout=dropout,
         )
-        self._kl_weight = kl_weight
-        self._set_prompt_buffers()
-        if adata is not None:
-            self._prepare_module()
+        self.module.set_prompts(*self._tokenize(self.prompts))
+        self._init_module()
         self._model_summary_string = (
             f"CaLMFlow: N={n_time_points} time points x K={n_space_tokens} space tokens x M={n_trajectories} "
             f"trajectories, backbone {net.config.num_hidden_layers}x{net.config.hidden_size} "
             f"({sum(p.numel() for p in self.module.parameters()) / 1e6:.2f} M parameters), "
-            f"head {variational}, source {source}, {len(self.conditions)} training conditions."
+            f"head {variational}, source {source}, {len(self.condition_table)} training conditions."
         )
         self.init_params_ = self._get_init_params(locals())
-        # What load() needs to rebuild the same network offline: the backbone as a config, the tokenizer.
-        self.init_params_["non_kwargs"]["backbone"] = GPTNeoXConfig.from_dict(net.config.to_dict())
-        self.init_params_["non_kwargs"]["tokenizer"] = tokenizer_state(tok)
+        # What load() needs to rebuild the same network offline: the backbone as a config, the tokenizer, the table.
+        saved = self.init_params_["non_kwargs"]
+        saved["backbone"] = GPTNeoXConfig.from_dict(net.config.to_dict())
+        saved["tokenizer"] = tokenizer_state(tok)
+        saved["condition_codes"] = self.condition_table.codes.tolist()
+        saved["source"] = source  # the resolved one: a load with other cells must not resolve "auto" again
 
     def _tokenize(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        enc = self.tokenizer(prompts, padding=True, return_tensors="pt", add_special_tokens=False)
+        enc = self.prompt_tokenizer(prompts, padding=True, return_tensors="pt", add_special_tokens=False)
         return enc["input_ids"], enc["attention_mask"]  # [C, L], [C, L]
 
-    def _set_prompt_buffers(self) -> None:
-        ids, mask = self._tokenize(self.prompts)
-        self.module.set_prompts(ids, mask)
-
-    def _generate_std(self, condition, prompt, x0, *, generator, temperature=1.0, batch_size=256, use_cache=True, **kwargs):
-        """Roll out trajectories from standardised sources ``x0 [n, D]`` with the prompt encoded once."""
+    def _sample_states(self, requests, rows, *, x0, generators, temperature, batch_size, return_path,
+                       use_cache: bool = True, **kwargs) -> torch.Tensor:
+        """One rollout call for all requested conditions: their prompts tokenized together."""
         if kwargs:
             raise TypeError(f"Unknown generation option(s): {sorted(kwargs)}.")
-        unk = self.tokenizer.unk_token_id
-        ids, mask = self._tokenize([prompt])  # [1, L]
-        if unk is not None and (ids == unk).any():
-            logger.warning("Prompt %r has words outside the tokenizer vocabulary; they read as %s.", prompt, self.tokenizer.unk_token)
-        M = self.module.n_trajectories
-        device = self._device()
-        n = x0.shape[0]
-        out = []
-        seqs_per_batch = max(batch_size // M, 1)
-        for start in range(0, n, seqs_per_batch * M):
-            chunk = x0[start : start + seqs_per_batch * M]  # [b, D]
-            b = chunk.shape[0]
-            pad = (-b) % M
-            if pad:  # fill the last sequence with extra noise trajectories, dropped below
-                chunk = torch.cat([chunk, torch.randn(pad, chunk.shape[1], generator=generator)])
-            path = self.module.generate(
-                ids.to(device),
-                mask.to(device),
-                chunk.view(-1, M, chunk.shape[1]).to(device),
-                temperature=temperature,
-                use_cache=use_cache,
-                generator=generator,
-            )  # [S, N, M, D]
-            out.append(path[:, -1].reshape(-1, chunk.shape[1])[:b].cpu())
-        return torch.cat(out)
+        ids, mask = self._tokenize([r.prompt for r in requests])  # [C, L]
+        unk = self.prompt_tokenizer.unk_token_id
+        for r, row in zip(requests, ids, strict=True):
+            if unk is not None and bool((row == unk).any()):
+                logger.warning("Prompt %r has words outside the tokenizer vocabulary; they read as %s.", r.prompt,
+                               self.prompt_tokenizer.unk_token)
+        return self.module.sample(
+            ids, mask, rows, x0=x0, generators=generators, temperature=temperature, batch_size=batch_size,
+            use_cache=use_cache, return_path=return_path,
+        )

@@ -1,230 +1,192 @@
-"""Lightning training plan shared by the flow models."""
+"""Training: the arguments checked, the held-out split, then scvi-tools' data splitter and Lightning."""
 
 from __future__ import annotations
 
-import contextlib
-import logging
-import math
 import os
-import warnings
+import signal
+import threading
+from typing import TYPE_CHECKING, Any
 
-import torch
-from lightning.pytorch.callbacks import Callback
-from scvi.train import TrainingPlan
+import numpy as np
+import scvi
+from scvi.dataloaders import DataSplitter
+from scvi.model._utils import use_distributed_sampler
 
-logger = logging.getLogger(__name__)
+from scflowlm.train import BestWeights, ExceptionRecorder, FlowTrainRunner, LastCheckpoint, quiet_training
 
-__all__ = ["BestWeights", "FlowTrainingPlan", "LastCheckpoint", "NonFiniteLossError"]
+from ._split import check_train_args, holdout_mask, split
 
-#: the logger of Lightning's start-up lines ("GPU available", "TPU available", tips, "Trainer.fit stopped")
-LIGHTNING_INFO_LOGGER = "lightning.pytorch.utilities.rank_zero"
-#: warnings that libraries raise inside each other during training, which a user cannot act on:
-#: Lightning 2.6 builds torch's deprecated ``LeafSpec`` (torch >= 2.10 warns on every ``fit``).
-LIBRARY_INTERNAL_WARNINGS = (r".*isinstance\(treespec, LeafSpec\)` is deprecated",)
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
 
+__all__ = ["TrainingMixin"]
 
-@contextlib.contextmanager
-def quiet_loggers(*names: str, enabled: bool = True):
-    """Raise the given loggers to WARNING while the block runs (their INFO lines are chatter to a user)."""
-    loggers = [logging.getLogger(n) for n in names] if enabled else []
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(max(lg.getEffectiveLevel(), logging.WARNING))
-    try:
-        yield
-    finally:
-        for lg, level in zip(loggers, levels, strict=True):
-            lg.setLevel(level)
+#: optimisation steps of ``train()`` without ``max_epochs`` (clipped to 20..1,000 epochs)
+DEFAULT_STEPS = 4000
 
 
-@contextlib.contextmanager
-def quiet_training(*, verbose: bool = False):
-    """What a user sees of ``fit``: the progress bar and real warnings, not Lightning's start-up lines.
+class TrainingMixin:
+    """``train`` of the flow models (needs the model's registry, module and ``_prepare_module``)."""
 
-    Hides the INFO lines of :data:`LIGHTNING_INFO_LOGGER` unless ``verbose``, and always the library-internal
-    deprecations of :data:`LIBRARY_INTERNAL_WARNINGS`.
-    """
-    with quiet_loggers(LIGHTNING_INFO_LOGGER, enabled=not verbose), warnings.catch_warnings():
-        for pattern in LIBRARY_INTERNAL_WARNINGS:
-            warnings.filterwarnings("ignore", message=pattern, category=FutureWarning)
-        yield
+    def train(
+        self,
+        max_epochs: int | None = None,
+        *,
+        batch_size: int = 128,
+        lr: float = 1e-3,
+        weight_decay: float = 1e-4,
+        holdout: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None,
+        train_size: float = 0.9,
+        validation_size: float | None = None,
+        accelerator: str = "auto",
+        devices: int | list[int] | str = "auto",
+        early_stopping: bool = False,
+        gradient_clip_val: float = 1.0,
+        plan_kwargs: dict | None = None,
+        datasplitter_kwargs: dict | None = None,
+        keep_best: bool = True,
+        checkpoint_dir: str | None = None,
+        ckpt_path: str | None = None,
+        verbose: bool = False,
+        **trainer_kwargs,
+    ) -> None:
+        """Train with teacher forcing (simulation-free), through scvi-tools and Lightning.
 
+        Parameters
+        ----------
+        max_epochs
+            Passes over the training cells; default: about 4,000 optimisation steps, between 20 and 1,000 epochs.
+        batch_size
+            Cells per minibatch.
+        lr
+            Peak learning rate (AdamW, linear warm-up then cosine decay).
+        weight_decay
+            AdamW weight decay.
+        holdout
+            Condition dict(s) (obs column -> value) whose cells are excluded from training and validation,
+            e.g. ``[{"cell_type": "k562", "condition": "KLF1+MAP2K6"}]``; they become the test set.
+        train_size, validation_size
+            Split of the remaining cells: ``train_size`` of them train and the rest validates, or, with
+            ``validation_size``, that fraction validates and the rest trains.
+        accelerator, devices
+            Lightning device settings; ``strategy="ddp"`` etc. go in ``trainer_kwargs`` (see Notes).
+        early_stopping
+            Stop when the validation loss stops improving.
+        gradient_clip_val
+            Gradient norm clipping.
+        plan_kwargs
+            Extra :class:`~scflowlm.train.FlowTrainingPlan` arguments.
+        datasplitter_kwargs
+            Extra :class:`~scvi.dataloaders.DataSplitter` arguments.
+        keep_best
+            Keep the weights of the best validation loss (training loss without a validation set) in memory
+            and load them back when training ends, stops early, diverges or is interrupted
+            (:class:`~scflowlm.train.BestWeights`). ``False``: the model keeps its last weights.
+        checkpoint_dir
+            Write a resumable Lightning checkpoint ``<checkpoint_dir>/last.ckpt`` after every epoch
+            (:class:`~scflowlm.train.LastCheckpoint`).
+        ckpt_path
+            Resume from a Lightning checkpoint (e.g. ``<checkpoint_dir>/last.ckpt``): weights, optimiser,
+            learning-rate schedule and epoch counter continue up to ``max_epochs`` (the total, not extra epochs).
+            Use the same AnnData, architecture, ``batch_size``, ``max_epochs`` and ``scvi.settings.seed``.
+        verbose
+            Also print Lightning's informational lines (accelerator availability, tips, why ``fit`` stopped).
+            By default only the progress bar (with the training loss) and warnings are shown.
+        **trainer_kwargs
+            Passed to the Lightning trainer (``precision="bf16-mixed"``, ``strategy``, ``callbacks``, ...).
 
-class NonFiniteLossError(FloatingPointError):
-    """Raised when a training loss is NaN or infinite."""
+        Notes
+        -----
+        Sets ``is_trained_``, ``history_`` (see :attr:`history`), ``train_conditions_`` and
+        ``train_indices_``/``validation_indices_``/``test_indices_`` (the held-out cells).
 
+        A non-finite training loss stops training with :class:`~scflowlm.train.NonFiniteLossError` (naming
+        the epoch, step and batch). ``KeyboardInterrupt`` (Ctrl+C, a notebook's stop button) ends training
+        with the best weights so far loaded (``keep_best``) and is raised again after the model is usable.
 
-class FlowTrainingPlan(TrainingPlan):
-    """scvi-tools' training plan with a constant KL weight, warm-up + cosine learning rate, non-finite stop.
+        *Reproducibility.* With ``scvi.settings.seed = s`` set before the model is built, the same data and
+        settings give identical weights and predictions on CPU (the split, initialisation, minibatch order
+        and sampling all follow the seed). On GPU, some CUDA kernels (attention backward passes, atomics in
+        scatter/index ops, flash attention, bf16 reductions) are non-deterministic: runs agree closely, not bit
+        for bit; for bitwise GPU reproducibility also call ``torch.use_deterministic_algorithms(True)``, set
+        ``CUBLAS_WORKSPACE_CONFIG=:4096:8`` and use ``attn_implementation="eager"``, at a speed cost.
 
-    A :class:`~scvi.train.TrainingPlan` whose learning rate warms up linearly then decays on a cosine (per
-    step), and which raises :class:`NonFiniteLossError` on a NaN or infinite loss.
-
-    Parameters
-    ----------
-    module
-        The torch module.
-    warmup_fraction
-        Fraction of all optimisation steps spent warming the learning rate up from 0.
-    min_lr_ratio
-        Final learning rate as a fraction of ``lr``.
-    **kwargs
-        Passed to :class:`~scvi.train.TrainingPlan` (``lr``, ``weight_decay``, ``optimizer``, loss kwargs).
-    """
-
-    def __init__(self, module, *, warmup_fraction: float = 0.05, min_lr_ratio: float = 0.05, **kwargs):
-        kwargs.setdefault("n_epochs_kl_warmup", None)
-        kwargs.setdefault("n_steps_kl_warmup", None)
-        super().__init__(module, **kwargs)
-        self.warmup_fraction = warmup_fraction
-        self.min_lr_ratio = min_lr_ratio
-
-    def training_step(self, batch, batch_idx):
-        """One optimisation step; raises :class:`NonFiniteLossError` on a NaN or infinite loss."""
-        loss = super().training_step(batch, batch_idx)
-        if not torch.isfinite(loss):
-            raise NonFiniteLossError(
-                f"The training loss became {loss.item()} at epoch {self.current_epoch}, step {self.global_step} "
-                "(batch {batch_idx}). Lower the learning rate, check the input coordinates for extreme values, or "
-                "train in float32.".replace("{batch_idx}", str(batch_idx))
-            )
-        return loss
-
-    def configure_optimizers(self):
-        """AdamW-style optimiser with a per-step warm-up + cosine schedule."""
-        config = super().configure_optimizers()
-        if self.reduce_lr_on_plateau:
-            return config
-        optimizer = config["optimizer"]
-        total = max(int(self.trainer.estimated_stepping_batches), 1)
-        warmup = max(int(self.warmup_fraction * total), 1)
-        floor = self.min_lr_ratio
-
-        def factor(step: int) -> float:
-            if step < warmup:
-                return (step + 1) / warmup
-            progress = min((step - warmup) / max(total - warmup, 1), 1.0)
-            return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-        config["lr_scheduler"] = {"scheduler": scheduler, "interval": "step"}
-        return config
-
-
-class BestWeights(Callback):
-    """Keep the weights with the best monitored loss in memory; put them back when training ends or fails.
-
-    After every validation (or, without a validation set, every training epoch) the module's ``state_dict``
-    is copied to CPU memory if ``monitor`` improved. At the end of ``fit`` -- normal end, early stop, a
-    :class:`NonFiniteLossError`, ``KeyboardInterrupt`` or any other exception -- the best copy is loaded
-    back, so an interrupted or diverged run leaves the model at its best state so far rather than at its last
-    (possibly NaN) one. Nothing is restored before the first evaluation.
-
-    The copy is not part of Lightning checkpoints: a run resumed with ``ckpt_path`` tracks the best weights
-    from the resumed epoch on.
-
-    Parameters
-    ----------
-    monitor
-        Logged metric to minimise (``"validation_loss"``; ``"train_loss"`` when there is no validation set).
-    """
-
-    def __init__(self, monitor: str = "validation_loss"):
-        super().__init__()
-        self.monitor = monitor
-        self.best_score: float = math.inf
-        self.best_epoch: int | None = None
-        self.best_state: dict[str, torch.Tensor] | None = None
-        self.exception: BaseException | None = None
-        self.restored = False
-
-    def _consider(self, trainer, pl_module) -> None:
-        value = trainer.callback_metrics.get(self.monitor)
-        if value is None:
-            return
-        score = float(value)
-        if math.isfinite(score) and score < self.best_score:
-            self.best_score = score
-            self.best_epoch = int(trainer.current_epoch)
-            self.best_state = {
-                k: v.detach().to("cpu", copy=True) for k, v in pl_module.module.state_dict().items()
-            }
-
-    def on_validation_end(self, trainer, pl_module) -> None:
-        if self.monitor != "train_loss" and not trainer.sanity_checking:
-            self._consider(trainer, pl_module)
-
-    def on_train_epoch_end(self, trainer, pl_module) -> None:
-        if self.monitor == "train_loss":
-            self._consider(trainer, pl_module)
-
-    def restore(self, pl_module) -> bool:
-        """Load the best weights into ``pl_module.module``; ``False`` when none were recorded."""
-        if self.best_state is None:
-            return False
-        pl_module.module.load_state_dict(self.best_state)
-        self.restored = True
-        logger.info(
-            "Restored the weights of epoch %d (%s=%.4g).", self.best_epoch, self.monitor, self.best_score
+        *Several devices.* Distribution is Lightning's: ``model.train(strategy="ddp", devices=4,
+        accelerator="gpu")`` trains on 4 GPUs with one process each (``batch_size`` is per device). Run it from
+        a script, not a notebook (there, ``strategy="ddp_notebook"``). Only rank 0 should save the model
+        (``if model.trainer.is_global_zero: model.save(...)``). See the docs' "Large data" page.
+        """
+        if self.adata is None:
+            raise ValueError("This model has no AnnData; pass one to load() to train.")
+        check_train_args(max_epochs=max_epochs, batch_size=batch_size, train_size=train_size,
+                         validation_size=validation_size, lr=lr)
+        if ckpt_path is not None and not os.path.isfile(ckpt_path):
+            raise FileNotFoundError(f"ckpt_path {str(ckpt_path)!r} is not a file (a Lightning .ckpt checkpoint).")
+        distributed = use_distributed_sampler(trainer_kwargs.get("strategy"))
+        seed = scvi.settings.seed
+        if seed is None and distributed:
+            # every DDP rank must draw the same split: rank 0 picks the seed, the ranks Lightning launches inherit it
+            seed = int(os.environ.setdefault("SCFLOWLM_SPLIT_SEED", str(np.random.default_rng().integers(2**31))))
+        train_idx, val_idx, test_idx = split(
+            holdout_mask(self.adata.obs, holdout), train_size=train_size, validation_size=validation_size, seed=seed
         )
-        return True
-
-    def on_train_end(self, trainer, pl_module) -> None:
-        self.restore(pl_module)
-
-    def on_exception(self, trainer, pl_module, exception) -> None:
-        self.exception = exception
-        if self.restore(pl_module) and not isinstance(exception, KeyboardInterrupt):
-            exception.add_note(
-                f"The model was reset to the weights of epoch {self.best_epoch} ({self.monitor}={self.best_score:.4g})."
+        if len(train_idx) < batch_size:
+            raise ValueError(
+                f"batch_size={batch_size} is larger than the {len(train_idx)} training cells; pass a smaller batch_size."
             )
+        steps_per_epoch = max(len(train_idx) // batch_size, 1)
+        if max_epochs is None:
+            max_epochs = int(np.clip(round(DEFAULT_STEPS / steps_per_epoch), 20, 1000))
+        self._prepare_module(train_idx)
+        self.train_conditions_ = sorted(set(self._cell_conditions()[train_idx].tolist()))
+        self._before_training(train_idx)
+        datasplitter_kwargs = dict(datasplitter_kwargs or {})
+        if distributed:
+            datasplitter_kwargs.setdefault("distributed_sampler", True)
+        splitter = DataSplitter(
+            self.adata_manager, external_indexing=[train_idx, val_idx, test_idx], batch_size=batch_size,
+            drop_last=True, **datasplitter_kwargs,
+        )
+        plan_kwargs = {"lr": lr, "weight_decay": weight_decay, "optimizer": "AdamW"} | (plan_kwargs or {})
+        plan = self._training_plan_cls(self.module, **plan_kwargs)
+        if early_stopping:
+            trainer_kwargs.setdefault("early_stopping", True)
+            trainer_kwargs.setdefault("early_stopping_monitor", "elbo_validation")
+        trainer_kwargs.setdefault("check_val_every_n_epoch", max(1, max_epochs // 20) if len(val_idx) else None)
+        trainer_kwargs.setdefault("log_every_n_steps", min(10, steps_per_epoch))  # small data: no Lightning warning
+        best = BestWeights("validation_loss" if len(val_idx) else "train_loss") if keep_best else None
+        ended_by = ExceptionRecorder()
+        callbacks = list(trainer_kwargs.pop("callbacks", None) or [])
+        callbacks += [c for c in (best, LastCheckpoint(checkpoint_dir) if checkpoint_dir else None) if c] + [ended_by]
+        self._run_training(plan, splitter, best, ended_by, max_epochs=max_epochs, accelerator=accelerator,
+                           devices=devices, gradient_clip_val=gradient_clip_val, callbacks=callbacks,
+                           ckpt_path=None if ckpt_path is None else os.fspath(ckpt_path), verbose=verbose,
+                           **trainer_kwargs)
 
+    def _before_training(self, train_idx: np.ndarray) -> None:
+        """Hook: what a subclass derives from the training cells (default: nothing)."""
 
-class ExceptionRecorder(Callback):
-    """Remember the exception that ended ``fit`` (Lightning turns ``KeyboardInterrupt`` into ``SystemExit``)."""
-
-    def __init__(self):
-        super().__init__()
-        self.exception: BaseException | None = None
-
-    def on_exception(self, trainer, pl_module, exception) -> None:
-        self.exception = exception
-
-
-class LastCheckpoint(Callback):
-    """Write a resumable Lightning checkpoint ``<dirpath>/last.ckpt`` at the end of every ``every_n_epochs`` epochs.
-
-    The file holds the weights, optimiser, learning-rate schedule and loop state; pass it as
-    ``model.train(..., ckpt_path=...)`` to continue the run. (Unlike :class:`~scvi.train.SaveCheckpoint`, which
-    writes scvi-tools model directories, and without switching Lightning's ``enable_checkpointing`` on.)
-    Under DDP only rank 0 writes.
-
-    Parameters
-    ----------
-    dirpath
-        Directory of the checkpoint (created if needed).
-    every_n_epochs
-        Epochs between writes.
-    """
-
-    FILENAME = "last.ckpt"
-
-    def __init__(self, dirpath: str | os.PathLike, every_n_epochs: int = 1):
-        super().__init__()
-        if every_n_epochs < 1:
-            raise ValueError(f"every_n_epochs must be >= 1, got {every_n_epochs}.")
-        self.dirpath = os.fspath(dirpath)
-        self.every_n_epochs = every_n_epochs
-
-    @property
-    def path(self) -> str:
-        """Path of the checkpoint file."""
-        return os.path.join(self.dirpath, self.FILENAME)
-
-    def on_train_epoch_end(self, trainer, pl_module) -> None:
-        if (
-            trainer.current_epoch + 1
-        ) % self.every_n_epochs == 0 or trainer.current_epoch + 1 == trainer.max_epochs:
-            if trainer.is_global_zero:
-                os.makedirs(self.dirpath, exist_ok=True)
-            trainer.save_checkpoint(self.path)
+    def _run_training(self, plan, splitter, best, ended_by, *, verbose: bool, **runner_kwargs) -> None:
+        """Run the fit; a Ctrl+C leaves a usable model and is raised again as ``KeyboardInterrupt``."""
+        sigint = signal.getsignal(signal.SIGINT)
+        self.module.train()  # eval mode after an earlier train() or predict(); Lightning warns otherwise
+        runner = None
+        try:
+            with quiet_training(verbose=verbose):
+                runner = FlowTrainRunner(self, training_plan=plan, data_splitter=splitter, **runner_kwargs)
+                runner()
+        except SystemExit:
+            # Lightning turns KeyboardInterrupt into sys.exit(1); give the user back the interrupt instead
+            if not isinstance(ended_by.exception, KeyboardInterrupt):
+                raise
+            self.is_trained_ = runner is not None and runner.trainer.current_epoch > 0
+            if best is not None and best.restored:
+                kept = f"the weights of epoch {best.best_epoch} ({best.monitor}={best.best_score:.4g})"
+            else:
+                kept = f"its last weights (after {runner.trainer.current_epoch} epochs)"
+            raise KeyboardInterrupt(f"Training interrupted; the model keeps {kept}.") from None
+        finally:
+            self.module.eval()
+            # Lightning ignores SIGINT from the first Ctrl+C on; restore the handler so the next one works
+            if sigint is not None and threading.current_thread() is threading.main_thread():
+                signal.signal(signal.SIGINT, sigint)

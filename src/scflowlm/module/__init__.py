@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from ._base import CodeIndex, FlowModuleBase
 from ._calmflow import CaLMFlowModule
-from ._cfm import CFMModule, sinkhorn_pairing
-from ._coupling import FlowSourceMixin, ot_permutation
+from ._cfm import CFMModule
+from ._coupling import ot_permutation, sinkhorn_pairing
 from ._volterra import group_trajectories, straight_path, time_grid
 
 __all__ = [
     "CFMModule",
     "CaLMFlowModule",
-    "FlowSourceMixin",
+    "CodeIndex",
+    "FlowModuleBase",
     "group_trajectories",
     "ot_permutation",
     "sinkhorn_pairing",

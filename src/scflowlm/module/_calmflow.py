@@ -5,27 +5,29 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import torch
-from scvi.module.base import BaseModuleClass, LossOutput, auto_move_data
+from scvi.module.base import LossOutput, auto_move_data
 from torch import nn
 
 from scflowlm.nn import SpatioTemporalTokenizer, VariationalHead, backbone_forward, new_kv_cache
 
-from ._coupling import FlowSourceMixin
+from ._base import FlowModuleBase
 from ._volterra import group_trajectories, straight_path, time_grid
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from transformers import DynamicCache
 
 __all__ = ["CaLMFlowModule"]
 
 
-class CaLMFlowModule(FlowSourceMixin, BaseModuleClass):
+class CaLMFlowModule(FlowModuleBase):
     """Prompt + spatiotemporal tokens -> GPT-NeoX -> variational head -> next state.
 
     Training (teacher forcing, simulation-free): a batch of cells ``x1`` and sources ``x0`` (noise or paired
     control cells) give straight paths at ``N`` time points; cells of one condition are grouped ``M`` to a
-    sequence; the prompt embedding of the condition is prepended (no loss on it); the outputs of the ``K``
-    tokens of every (time, trajectory) state predict the velocity to the next state.
+    sequence; the prompt of the condition is prepended (no loss on it); the outputs of the ``K`` tokens of every
+    (time, trajectory) state predict the velocity to the next state.
 
     Loss per trajectory: ``sum_d (v_hat - v)^2`` averaged over the ``N - 1`` steps (squared next-point error
     divided by ``dt^2``: velocity units, summed over features) ``+ kl_weight * KL`` (summed over latent
@@ -47,6 +49,8 @@ class CaLMFlowModule(FlowSourceMixin, BaseModuleClass):
         Latent dimension of the variational head.
     variational
         Head mode, see :class:`~scflowlm.nn.VariationalHead`.
+    kl_weight
+        ``beta``, the weight of the KL term.
     source
         ``"noise"`` or ``"control"``.
     dropout
@@ -63,18 +67,19 @@ class CaLMFlowModule(FlowSourceMixin, BaseModuleClass):
         n_trajectories: int = 1,
         n_latent: int = 32,
         variational: str = "cvae",
+        kl_weight: float = 0.3,
         source: str = "noise",
         dropout: float = 0.0,
     ):
-        super().__init__()
-        self._init_source(n_features, source)
+        super().__init__(n_features, source)
         self.backbone = backbone
         hidden = backbone.config.hidden_size
         self.n_features = n_features
         self.n_time_points = n_time_points
         self.n_space_tokens = n_space_tokens
         self.n_trajectories = n_trajectories
-        self.tokenizer = SpatioTemporalTokenizer(n_features, hidden, n_space_tokens, n_time_points, dropout)
+        self.kl_weight = kl_weight
+        self.state_tokenizer = SpatioTemporalTokenizer(n_features, hidden, n_space_tokens, n_time_points, dropout)
         self.head = VariationalHead(
             n_space_tokens * hidden, n_features, n_latent, max(2 * hidden, 128), variational, dropout
         )
@@ -84,7 +89,7 @@ class CaLMFlowModule(FlowSourceMixin, BaseModuleClass):
 
     # ------------------------------------------------------------------ prompts
     def set_prompts(self, ids: torch.Tensor, mask: torch.Tensor) -> None:
-        """Token ids ``[C, L]`` and attention mask ``[C, L]`` of the C training conditions (left-padded)."""
+        """Token ids ``[C, L]`` and attention mask ``[C, L]`` of the C known conditions (left-padded)."""
         device = self.x_mean.device
         self.prompt_ids = torch.as_tensor(ids, dtype=torch.long).to(device)
         self.prompt_mask = torch.as_tensor(mask, dtype=torch.long).to(device)
@@ -92,32 +97,6 @@ class CaLMFlowModule(FlowSourceMixin, BaseModuleClass):
     def embed_prompt(self, ids: torch.Tensor) -> torch.Tensor:
         """Prompt token ids ``[S, L]`` -> embeddings ``[S, L, H]`` from the backbone's input embedding."""
         return self.backbone.get_input_embeddings()(ids)
-
-    # ------------------------------------------------------------------ training
-    @auto_move_data
-    def inference(self, x, condition, context, is_control) -> dict[str, torch.Tensor]:
-        """Teacher-forced pass: backbone outputs of every state and the true velocities.
-
-        Returns
-        -------
-        ``{"h": [S, N-1, M, K*H], "velocity": [S, N-1, M, D]}``.
-        """
-        condition, context = condition.view(-1).long(), context.view(-1).long()
-        x1 = self.standardize(x.float())  # [B, D]
-        x0 = self.draw_source(x1, context, is_control)  # [B, D]
-        groups = group_trajectories(condition, self.n_trajectories)  # [S, M]
-        path = straight_path(x0[groups], x1[groups], self.times).transpose(1, 2)  # [S, N, M, D]
-        used, rows = torch.unique(condition[groups[:, 0]], return_inverse=True)  # [U], [S]
-        cache, mask = self._prompt_cache(self.prompt_ids[used], self.prompt_mask[used], rows)
-        tokens = self.tokenizer(path)  # [S, N*M*K, H]
-        if mask is not None:
-            mask = torch.cat([mask, mask.new_ones(tokens.shape[:2])], dim=1)  # [S, L+N*M*K]
-        h = backbone_forward(self.backbone, tokens, attention_mask=mask, cache=cache)  # [S, N*M*K, H]
-        S, N, M = path.shape[:3]
-        h = h.view(S, N, M, -1)  # [S, N, M, K*H]
-        dt = self.times[1:] - self.times[:-1]  # [N-1]
-        velocity = (path[:, 1:] - path[:, :-1]) / dt.view(1, -1, 1, 1)  # [S, N-1, M, D]
-        return {"h": h[:, :-1], "velocity": velocity}
 
     def _prompt_cache(
         self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, rows: torch.Tensor
@@ -147,6 +126,31 @@ class CaLMFlowModule(FlowSourceMixin, BaseModuleClass):
             mask = torch.cat([pmask, pmask.new_ones(tokens.shape[:2])], dim=1)  # [S, L+T]
         return backbone_forward(self.backbone, emb, attention_mask=mask)[:, prompt.shape[1] :]
 
+    # ------------------------------------------------------------------ training
+    @auto_move_data
+    def inference(self, x, condition, context) -> dict[str, torch.Tensor]:
+        """Teacher-forced pass: backbone outputs of every state and the true velocities.
+
+        Returns
+        -------
+        ``{"h": [S, N-1, M, K*H], "velocity": [S, N-1, M, D]}``.
+        """
+        x1 = self.standardize(x)  # [B, D]
+        x0 = self.draw_source(x1, condition, context)  # [B, D]
+        groups = group_trajectories(condition, self.n_trajectories)  # [S, M]
+        path = straight_path(x0[groups], x1[groups], self.times).transpose(1, 2)  # [S, N, M, D]
+        used, rows = torch.unique(condition[groups[:, 0]], return_inverse=True)  # [U], [S]
+        cache, mask = self._prompt_cache(self.prompt_ids[used], self.prompt_mask[used], rows)
+        tokens = self.state_tokenizer(path)  # [S, N*M*K, H]
+        if mask is not None:
+            mask = torch.cat([mask, mask.new_ones(tokens.shape[:2])], dim=1)  # [S, L+N*M*K]
+        h = backbone_forward(self.backbone, tokens, attention_mask=mask, cache=cache)  # [S, N*M*K, H]
+        S, N, M = path.shape[:3]
+        h = h.view(S, N, M, -1)  # [S, N, M, K*H]
+        dt = self.times[1:] - self.times[:-1]  # [N-1]
+        velocity = (path[:, 1:] - path[:, :-1]) / dt.view(1, -1, 1, 1)  # [S, N-1, M, D]
+        return {"h": h[:, :-1], "velocity": velocity}
+
     def _get_generative_input(self, tensors, inference_outputs) -> dict[str, torch.Tensor]:
         return {"h": inference_outputs["h"], "velocity": inference_outputs["velocity"]}
 
@@ -156,44 +160,49 @@ class CaLMFlowModule(FlowSourceMixin, BaseModuleClass):
         v_hat, kl = self.head(h, velocity)
         return {"v_hat": v_hat, "kl": kl}
 
-    def loss(self, tensors, inference_outputs, generative_outputs, kl_weight: float = 0.3) -> LossOutput:
+    def loss(self, tensors, inference_outputs, generative_outputs) -> LossOutput:
         """Volterra flow-matching loss (paper eq. 9) per trajectory; see the class docstring for the scale."""
         err = (generative_outputs["v_hat"] - inference_outputs["velocity"]).pow(2).sum(-1)  # [S, N-1, M]
         recon = err.mean(1).reshape(-1)  # [S*M]
         kl = generative_outputs["kl"].mean(1).reshape(-1)  # [S*M]
-        loss = (recon + kl_weight * kl).mean()
+        loss = (recon + self.kl_weight * kl).mean()
         return LossOutput(loss=loss, reconstruction_loss=recon, kl_local=kl)
 
     # ------------------------------------------------------------------ generation
     @torch.no_grad()
-    def generate(
+    def rollout(
         self,
         prompt_ids: torch.Tensor,
         prompt_mask: torch.Tensor,
         x0: torch.Tensor,
         *,
+        rows: torch.Tensor | None = None,
         temperature: float = 1.0,
-        use_cache: bool = True,
+        noise: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
+        use_cache: bool = True,
     ) -> torch.Tensor:
-        """Autoregressive rollout from standardised sources.
+        """Autoregressive rollout of ``S`` sequences from standardised start states.
 
-        The prompt is encoded once (a one-row prompt is shared by all sequences); with ``use_cache`` every
-        step then feeds only the ``M*K`` tokens of the newest state. Without it, the whole sequence is
-        recomputed at every step (the reference for the cache).
+        Each prompt is encoded once; with ``use_cache`` every step then feeds only the ``M*K`` tokens of the
+        newest state. Without it, the whole sequence is recomputed at every step (the reference for the cache).
 
         Parameters
         ----------
         prompt_ids, prompt_mask
-            ``[1, L]`` (shared) or ``[S, L]``.
+            ``[C, L]`` prompts (left-padded).
         x0
             ``[S, M, D]`` standardised start states.
+        rows
+            ``[S]`` prompt of each sequence; default: the one prompt (``C = 1``) or one per sequence (``C = S``).
         temperature
             ``tau``: scales the latent variance.
+        noise
+            ``[S, N-1, M, Z]`` standard normal latent noise of every step; default: drawn from ``generator``.
+        generator
+            Torch generator for the latent noise when ``noise`` is not given.
         use_cache
             Use the key/value cache.
-        generator
-            Torch generator for the latent noise.
 
         Returns
         -------
@@ -202,25 +211,93 @@ class CaLMFlowModule(FlowSourceMixin, BaseModuleClass):
         S, M, _ = x0.shape
         N = self.n_time_points
         prompt_ids, prompt_mask = prompt_ids.to(x0.device), prompt_mask.to(x0.device)
+        if rows is None:
+            rows = torch.zeros(S, dtype=torch.long) if prompt_ids.shape[0] == 1 else torch.arange(S)
+        rows = rows.to(x0.device)
         dt = self.times[1:] - self.times[:-1]
         path = [x0]
-        if use_cache:  # one prompt for all sequences ([1, L]) or one per sequence ([S, L])
-            shared = prompt_ids.shape[0] == 1
-            rows = torch.zeros(S, dtype=torch.long, device=x0.device) if shared else torch.arange(S, device=x0.device)
-            cache, mask = self._prompt_cache(prompt_ids, prompt_mask, rows)  # mask: [S, L], grows by M*K a step
+        if use_cache:
+            cache, mask = self._prompt_cache(prompt_ids, prompt_mask, rows)  # mask [S, L] grows by M*K a step
         for i in range(N - 1):
             if use_cache:
-                tokens = self.tokenizer(path[-1][:, None], time_index=i)  # [S, M*K, H]
+                tokens = self.state_tokenizer(path[-1][:, None], time_index=i)  # [S, M*K, H]
                 mask = torch.cat([mask, mask.new_ones(S, tokens.shape[1])], dim=1) if mask is not None else None
                 h = backbone_forward(self.backbone, tokens, attention_mask=mask, cache=cache)  # [S, M*K, H]
             else:
-                tokens = self.tokenizer(torch.stack(path, dim=1))  # [S, (i+1)*M*K, H]
-                ids, pm = prompt_ids.expand(S, -1), prompt_mask.expand(S, -1)
-                h = self._run(ids, pm, tokens)[:, -M * self.n_space_tokens :]  # [S, M*K, H]
-            v = self.head.sample(h.reshape(S, M, -1), temperature=temperature, generator=generator)  # [S, M, D]
-            path.append(path[-1] + dt[i] * v)
+                tokens = self.state_tokenizer(torch.stack(path, dim=1))  # [S, (i+1)*M*K, H]
+                h = self._run(prompt_ids[rows], prompt_mask[rows], tokens)[:, -M * self.n_space_tokens :]
+            eps = None if noise is None else noise[:, i]  # [S, M, Z]
+            v = self.head.sample(h.reshape(S, M, -1), temperature=temperature, noise=eps, generator=generator)
+            path.append(path[-1] + dt[i] * v)  # [S, M, D]
         return torch.stack(path, dim=1)
 
-    def sample(self, *args, **kwargs) -> torch.Tensor:
-        """Alias of :meth:`generate`."""
-        return self.generate(*args, **kwargs)
+    @torch.no_grad()
+    def sample(
+        self,
+        prompt_ids: torch.Tensor,
+        prompt_mask: torch.Tensor,
+        rows: torch.Tensor,
+        *,
+        x0: torch.Tensor | None = None,
+        generators: Sequence[torch.Generator],
+        temperature: float = 1.0,
+        batch_size: int = 256,
+        use_cache: bool = True,
+        return_path: bool = False,
+    ) -> torch.Tensor:
+        """Generate cells of several conditions at once; raw coordinates in, raw coordinates out.
+
+        The cells of one condition are grouped ``M`` to a sequence; sequences of any conditions are rolled out
+        together, ``batch_size`` cells at a time, each prompt encoded once per batch. All randomness of the
+        cells of condition ``c`` (noise start states, latent noise) comes from ``generators[c]`` in a fixed order,
+        so the cells do not depend on ``batch_size`` or on the other conditions in the call.
+
+        Parameters
+        ----------
+        prompt_ids, prompt_mask
+            ``[C, L]`` prompts of the C conditions of this call (left-padded).
+        rows
+            ``[n]`` condition of each cell.
+        x0
+            ``[n, D]`` raw start states (a control source), or ``None`` for ``N(0, I)`` noise.
+        generators
+            One torch generator per condition.
+        temperature
+            ``tau >= 0``: scales the latent variance.
+        batch_size
+            Cells rolled out at once (bounds memory).
+        use_cache
+            Use the key/value cache.
+        return_path
+            Return every state of the path ``[n, N, D]`` instead of the end point ``[n, D]``.
+        """
+        rows = torch.as_tensor(rows, dtype=torch.long).cpu()
+        n, M, N = len(rows), self.n_trajectories, self.n_time_points
+        z0 = self.start_states(rows, x0, generators).cpu()  # [n, D] standardised
+        noise = None
+        if self.head.mode != "none":
+            noise = torch.zeros(n, N - 1, self.head.n_latent, dtype=z0.dtype)  # [n, N-1, Z]
+            for c, gen in enumerate(generators):
+                idx = torch.nonzero(rows == c).view(-1)
+                for i in range(N - 1) if len(idx) else ():  # step by step, as one rollout of these cells draws it
+                    noise[idx, i] = torch.randn(len(idx), noise.shape[-1], generator=gen).to(noise)
+        seqs, real = [], []
+        for c in torch.unique(rows):
+            idx = torch.nonzero(rows == c).view(-1)
+            pad = (-len(idx)) % M  # the last sequence is filled with repeats of its cells, dropped below
+            seqs.append(torch.cat([idx, idx[-1:].expand(pad)]).view(-1, M))
+            real.append((torch.arange(len(idx) + pad) < len(idx)).view(-1, M))
+        seqs, real = torch.cat(seqs), torch.cat(real)  # [S, M]
+        out = torch.empty((n, N, z0.shape[1]) if return_path else (n, z0.shape[1]), dtype=z0.dtype)
+        device = self.x_mean.device
+        per = max(batch_size // M, 1)
+        for start in range(0, len(seqs), per):
+            seq, keep = seqs[start : start + per], real[start : start + per]  # [s, M]
+            eps = None if noise is None else noise[seq].transpose(1, 2).to(device)  # [s, N-1, M, Z]
+            path = self.rollout(
+                prompt_ids, prompt_mask, z0[seq].to(device), rows=rows[seq[:, 0]], temperature=temperature,
+                noise=eps, use_cache=use_cache,
+            )  # [s, N, M, D]
+            path = self.unstandardize(path).transpose(1, 2).cpu()  # [s, M, N, D]
+            out[seq[keep]] = path[keep] if return_path else path[keep][:, -1]
+        return out

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
-import warnings
+from typing import TYPE_CHECKING
 
-import numpy as np
-import ot
 import torch
-from scvi.module.base import BaseModuleClass, LossOutput, auto_move_data
+from scvi.module.base import LossOutput, auto_move_data
 from torchdiffeq import odeint
 
-from scflowlm.nn._vector_field import VectorFieldMLP
+from scflowlm.nn import VectorFieldMLP
 
-from ._coupling import FlowSourceMixin, ot_permutation
+from ._base import FlowModuleBase
+from ._coupling import ot_permutation, sinkhorn_pairing
 
-__all__ = ["CFMModule", "sinkhorn_pairing"]
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+__all__ = ["CFMModule"]
 
 FLOWS = ("i", "ot", "sb")
 FIXED_STEP_METHODS = ("euler", "midpoint", "rk4", "explicit_adams", "implicit_adams")
@@ -24,76 +26,11 @@ SB_DEFAULT_SIGMA = 0.5
 T_EPS = 1e-4
 
 
-def sinkhorn_pairing(
-    x0: torch.Tensor,
-    x1: torch.Tensor,
-    reg: float,
-    *,
-    groups: torch.Tensor | None = None,
-    num_iter_max: int = 1000,
-    stop_threshold: float = 1e-6,
-) -> torch.Tensor:
-    """Sample a source for every target from the entropic OT plan (squared Euclidean cost).
-
-    The plan ``pi`` between the uniform measures on ``x0`` and ``x1`` is computed with ``ot.sinkhorn`` at
-    regularisation ``reg`` (as in Tong et al.'s SB-CFM: ``reg = 2 sigma^2`` on the unnormalised cost); target
-    ``j`` then receives source ``i`` drawn from ``pi[:, j]`` (the conditional of the plan), so every target
-    is used once and sources may repeat. With ``reg -> 0`` this tends to the exact OT assignment, with
-    ``reg -> inf`` to independent random pairing.
-
-    With ``groups``, sources and targets are only paired within a group: the cost between groups is
-    infinite, so one Sinkhorn run gives the block-diagonal plan of all groups at once (each block is the
-    entropic plan of its group).
-
-    The cost is shifted by its column and then row minima before the iterations: the plan does not change
-    (the shifts are absorbed by the dual potentials), but every row and column of the Gibbs kernel keeps an
-    entry equal to 1, so ``exp(-cost / reg)`` cannot underflow to an all-zero row in high dimensions.
-
-    Parameters
-    ----------
-    x0
-        ``[n, D]`` source points.
-    x1
-        ``[n, D]`` target points.
-    reg
-        Entropic regularisation.
-    groups
-        ``[n]`` group codes shared by ``x0[i]`` and ``x1[i]`` (e.g. the condition), or ``None``.
-    num_iter_max
-        Maximum Sinkhorn iterations.
-    stop_threshold
-        Stopping threshold on the marginal error.
-
-    Returns
-    -------
-    ``[n]`` long tensor ``idx`` such that ``x0[idx[j]]`` is paired with ``x1[j]``.
-    """
-    n = x0.shape[0]
-    if n == 1:
-        return torch.zeros(1, dtype=torch.long, device=x0.device)
-    cost = torch.cdist(x0.detach().double(), x1.detach().double()).pow(2).cpu().numpy()  # [n, n]
-    if groups is not None:
-        g = groups.detach().view(-1).cpu().numpy()  # [n]
-        cost[g[:, None] != g[None, :]] = np.inf
-    cost = cost - cost.min(axis=0, keepdims=True)  # [n, n]
-    cost = cost - cost.min(axis=1, keepdims=True)  # [n, n]
-    w = np.full(n, 1.0 / n)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # convergence warnings: an unconverged plan is still a usable coupling
-        plan = ot.sinkhorn(w, w, cost, reg, numItermax=num_iter_max, stopThr=stop_threshold)  # [n, n]
-    plan = torch.as_tensor(plan, dtype=torch.float64).T  # [n (targets), n (sources)]
-    if not torch.isfinite(plan).all() or (plan.sum(1) <= 0).any():
-        # numerical failure: independent pairing (within the groups)
-        plan = torch.as_tensor(np.isfinite(cost).T, dtype=torch.float64)
-    idx = torch.multinomial(plan / plan.sum(1, keepdim=True), 1).view(-1)  # [n]
-    return idx.to(x0.device)
-
-
-class CFMModule(FlowSourceMixin, BaseModuleClass):
+class CFMModule(FlowModuleBase):
     """Conditional flow matching with an MLP vector field ``v(x_t, t, c)`` (Tong et al. 2024).
 
     Training (simulation-free): targets ``x1`` are the standardised cells of a batch, sources ``x0`` come
-    from :meth:`~scflowlm.module.FlowSourceMixin.draw_source` (``N(0, I)`` or OT-paired control cells of
+    from :meth:`~scflowlm.module.FlowModuleBase.draw_source` (``N(0, I)`` or OT-paired control cells of
     the same context). The covariate vector ``c`` of a cell is the row of :attr:`covariates` of its
     condition. With ``t ~ U(0, 1)``:
 
@@ -151,14 +88,13 @@ class CFMModule(FlowSourceMixin, BaseModuleClass):
         dropout: float = 0.0,
         n_frequencies: int = 4,
     ):
-        super().__init__()
         if flow not in FLOWS:
             raise ValueError(f"flow must be one of {FLOWS}, got {flow!r}.")
         if sigma is None:
             sigma = SB_DEFAULT_SIGMA if flow == "sb" else 0.0
         if sigma < 0 or (flow == "sb" and sigma <= 0):
             raise ValueError(f"sigma must be >= 0 (and > 0 for flow='sb'), got {sigma}.")
-        self._init_source(n_features, source)
+        super().__init__(n_features, source)
         self.n_features = n_features
         self.n_covariates = n_covariates
         self.flow = flow
@@ -225,16 +161,15 @@ class CFMModule(FlowSourceMixin, BaseModuleClass):
 
     # ------------------------------------------------------------------ training
     @auto_move_data
-    def inference(self, x, condition, context, is_control) -> dict[str, torch.Tensor]:
+    def inference(self, x, condition, context) -> dict[str, torch.Tensor]:
         """Draw sources, pair them, and sample the conditional paths of a batch.
 
         Returns
         -------
         ``{"x_t": [B, D], "t": [B], "u_t": [B, D], "c": [B, P]}``.
         """
-        condition, context = condition.view(-1).long(), context.view(-1).long()
-        x1 = self.standardize(x.float())  # [B, D]
-        x0 = self.draw_source(x1, context, is_control)  # [B, D]
+        x1 = self.standardize(x)  # [B, D]
+        x0 = self.draw_source(x1, condition, context)  # [B, D]
         if self.source == "noise":
             x0 = self.pair(x0, x1, condition)  # [B, D]
         t = torch.rand(x1.shape[0], device=x1.device) * (1.0 - 2.0 * T_EPS) + T_EPS  # [B]
@@ -257,7 +192,7 @@ class CFMModule(FlowSourceMixin, BaseModuleClass):
 
     # ------------------------------------------------------------------ generation
     @torch.no_grad()
-    def generate(
+    def integrate(
         self,
         x0: torch.Tensor,
         covariates: torch.Tensor,
@@ -266,9 +201,9 @@ class CFMModule(FlowSourceMixin, BaseModuleClass):
         rtol: float = 1e-5,
         atol: float = 1e-5,
         n_steps: int | None = None,
-        return_path: bool = False,
+        times: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Integrate ``dx/dt = v(x, t, c)`` from standardised sources ``x0`` at ``t = 0`` to ``t = 1``.
+        """Integrate ``dx/dt = v(x, t, c)`` from standardised sources ``x0 [B, D]`` at ``t = 0`` to ``t = 1``.
 
         Parameters
         ----------
@@ -282,17 +217,16 @@ class CFMModule(FlowSourceMixin, BaseModuleClass):
             Tolerances of adaptive solvers.
         n_steps
             Number of equal steps for fixed-step solvers (default 100); ignored by adaptive ones.
-        return_path
-            Return the states at ``n_steps + 1`` equally spaced times (default 101) instead of the end.
+        times
+            ``[T]`` times in ``[0, 1]`` at which to return the state (default ``[0, 1]``).
 
         Returns
         -------
-        ``[B, D]`` standardised generated states (``[T, B, D]`` with ``return_path``).
+        ``[T, B, D]`` standardised states at ``times``.
         """
         was_training = self.training
         self.eval()
-        x0 = x0.to(self.x_mean.device, torch.float32)
-        c = torch.as_tensor(covariates, dtype=torch.float32, device=x0.device)
+        c = torch.as_tensor(covariates, dtype=x0.dtype, device=x0.device)
         if self.n_covariates == 0:
             c = x0.new_zeros(x0.shape[0], 0)  # [B, 0]
         else:
@@ -303,17 +237,61 @@ class CFMModule(FlowSourceMixin, BaseModuleClass):
 
         options = None
         if method in FIXED_STEP_METHODS:
-            n_steps = 100 if n_steps is None else int(n_steps)
-            options = {"step_size": 1.0 / n_steps}
-        if return_path:
-            n_grid = 100 if n_steps is None else int(n_steps)
-            times = torch.linspace(0.0, 1.0, n_grid + 1, device=x0.device)  # [T]
-        else:
-            times = torch.tensor([0.0, 1.0], device=x0.device)  # [2]
-        path = odeint(rhs, x0, times, method=method, rtol=rtol, atol=atol, options=options)  # [T, B, D]
+            options = {"step_size": 1.0 / (100 if n_steps is None else int(n_steps))}
+        if times is None:
+            times = torch.tensor([0.0, 1.0])
+        path = odeint(rhs, x0, times.to(x0), method=method, rtol=rtol, atol=atol, options=options)  # [T, B, D]
         self.train(was_training)
-        return path if return_path else path[-1]
+        return path
 
-    def sample(self, *args, **kwargs) -> torch.Tensor:
-        """Alias of :meth:`generate`."""
-        return self.generate(*args, **kwargs)
+    @torch.no_grad()
+    def sample(
+        self,
+        covariates: torch.Tensor,
+        rows: torch.Tensor,
+        *,
+        x0: torch.Tensor | None = None,
+        generators: Sequence[torch.Generator],
+        batch_size: int = 256,
+        return_path: bool = False,
+        n_path_points: int = 11,
+        **solver,
+    ) -> torch.Tensor:
+        """Generate cells of several conditions at once; raw coordinates in, raw coordinates out.
+
+        Parameters
+        ----------
+        covariates
+            ``[C, P]`` covariate vectors of the C conditions of this call.
+        rows
+            ``[n]`` condition of each cell.
+        x0
+            ``[n, D]`` raw start states (a control source), or ``None`` for ``N(0, I)`` noise drawn from
+            ``generators[c]`` for the cells of condition ``c``.
+        generators
+            One torch generator per condition.
+        batch_size
+            Cells integrated at once. Adaptive solvers choose their steps for a whole batch, so their results
+            depend on the batch within the solver's tolerance; fixed-step solvers give the same cells for any batch.
+        return_path
+            Return the states at ``n_path_points`` equally spaced times ``[n, T, D]`` instead of the end point.
+        n_path_points
+            Number of states of a returned path.
+        **solver
+            ``method``, ``rtol``, ``atol``, ``n_steps`` of :meth:`integrate`.
+        """
+        rows = torch.as_tensor(rows, dtype=torch.long).cpu()
+        z0 = self.start_states(rows, x0, generators).cpu()  # [n, D] standardised
+        cov = torch.as_tensor(covariates, dtype=z0.dtype)  # [C, P]
+        times = torch.linspace(0.0, 1.0, n_path_points) if return_path else None
+        order = torch.argsort(rows, stable=True)  # cells of one condition together
+        parts = []
+        device = self.x_mean.device
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            path = self.integrate(z0[idx].to(device), cov[rows[idx]].to(device), times=times, **solver)
+            parts.append(self.unstandardize(path).transpose(0, 1).cpu())  # [b, T, D]
+        out = torch.empty((len(rows), *parts[0].shape[1:]), dtype=z0.dtype) if parts else torch.empty(0)
+        if parts:
+            out[order] = torch.cat(parts)
+        return out if return_path else out[:, -1]

@@ -8,12 +8,10 @@ from ._backbone import (
     default_backbone_config,
     new_kv_cache,
     select_attn_implementation,
-    tokenizer_from_state,
-    tokenizer_state,
-    word_tokenizer,
 )
 from ._head import VariationalHead
-from ._tokenizer import SpatioTemporalTokenizer
+from ._prompt_tokenizer import tokenizer_from_state, tokenizer_state, word_tokenizer
+from ._state_tokenizer import SpatioTemporalTokenizer
 from ._vector_field import VectorFieldMLP, time_features
 
 __all__ = [

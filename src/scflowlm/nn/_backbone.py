@@ -1,20 +1,21 @@
-"""The causal language model backbone (GPT-NeoX / Pythia) and its prompt tokenizer."""
+"""The causal language model backbone (GPT-NeoX / Pythia): building it, running it with a key/value cache."""
 
 from __future__ import annotations
 
 import importlib.util
 import inspect
-import json
 import logging
 from typing import TYPE_CHECKING
 
 import torch
-from transformers import AutoTokenizer, DynamicCache, GPTNeoXConfig, GPTNeoXModel, PreTrainedTokenizerFast
+from transformers import AutoTokenizer, DynamicCache, GPTNeoXConfig, GPTNeoXModel
+
+from ._prompt_tokenizer import tokenizer_from_state, tokenizer_state, word_tokenizer
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
-    from transformers import PreTrainedTokenizerBase
+    from transformers import PreTrainedTokenizerFast
 
 __all__ = [
     "backbone_forward",
@@ -22,15 +23,9 @@ __all__ = [
     "default_backbone_config",
     "new_kv_cache",
     "select_attn_implementation",
-    "tokenizer_from_state",
-    "tokenizer_state",
-    "word_tokenizer",
 ]
 
 logger = logging.getLogger(__name__)
-
-PAD, UNK = "[PAD]", "[UNK]"
-
 
 def default_backbone_config(
     vocab_size: int, *, hidden_size: int = 128, n_layers: int = 4, n_heads: int = 4
@@ -60,46 +55,6 @@ def default_backbone_config(
         hidden_dropout=0.0,
         attention_dropout=0.0,
         tie_word_embeddings=False,
-    )
-
-
-def word_tokenizer(prompts: Iterable[str]) -> PreTrainedTokenizerFast:
-    """A word-level tokenizer whose vocabulary is the words and punctuation of ``prompts``.
-
-    Words are split on whitespace and punctuation (``"KLF1+MAP2K6"`` -> ``KLF1``, ``+``, ``MAP2K6``), so an
-    unseen combination of seen perturbations is still made of known tokens. Unknown words map to ``[UNK]``.
-    """
-    from tokenizers import Tokenizer, models, pre_tokenizers
-
-    pre = pre_tokenizers.Whitespace()
-    words = sorted({w for p in prompts for w, _ in pre.pre_tokenize_str(p)})
-    vocab = {PAD: 0, UNK: 1} | {w: i + 2 for i, w in enumerate(words)}
-    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
-    tok.pre_tokenizer = pre
-    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token=PAD, unk_token=UNK, padding_side="left")
-
-
-def tokenizer_state(tokenizer: PreTrainedTokenizerBase) -> str:
-    """Serialise a fast tokenizer to a JSON string (kept in the model's init parameters)."""
-    return json.dumps(
-        {
-            "tokenizer": tokenizer.backend_tokenizer.to_str(),
-            "pad_token": tokenizer.pad_token,
-            "unk_token": tokenizer.unk_token,
-        }
-    )
-
-
-def tokenizer_from_state(state: str) -> PreTrainedTokenizerFast:
-    """Rebuild a tokenizer saved by :func:`tokenizer_state`."""
-    from tokenizers import Tokenizer
-
-    d = json.loads(state)
-    return PreTrainedTokenizerFast(
-        tokenizer_object=Tokenizer.from_str(d["tokenizer"]),
-        pad_token=d["pad_token"],
-        unk_token=d["unk_token"],
-        padding_side="left",
     )
 
 

@@ -112,7 +112,12 @@ class VariationalHead(nn.Module):
 
     @torch.no_grad()
     def sample(
-        self, h: torch.Tensor, *, temperature: float = 1.0, generator: torch.Generator | None = None
+        self,
+        h: torch.Tensor,
+        *,
+        temperature: float = 1.0,
+        noise: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
     ) -> torch.Tensor:
         """Inference pass: ``z ~ N(mu, temperature * sigma^2)`` from the prior, decoded to a velocity.
 
@@ -122,8 +127,10 @@ class VariationalHead(nn.Module):
             ``[..., input_size]`` backbone outputs.
         temperature
             ``tau >= 0``; 0 decodes the prior mean.
+        noise
+            ``[..., n_latent]`` standard normal draws for ``z``; default: drawn from ``generator``.
         generator
-            Torch generator for the latent noise.
+            Torch generator for the latent noise when ``noise`` is not given.
 
         Returns
         -------
@@ -132,7 +139,8 @@ class VariationalHead(nn.Module):
         if self.mode == "none":
             return self.decoder(h)
         mu, logvar = self._split(self.prior(h))
-        device = generator.device if generator is not None else mu.device
-        eps = torch.randn(mu.shape, generator=generator, device=device).to(mu)
-        z = mu + eps * (0.5 * logvar).exp() * temperature**0.5
+        if noise is None:
+            device = generator.device if generator is not None else mu.device
+            noise = torch.randn(mu.shape, generator=generator, device=device)
+        z = mu + noise.to(mu) * (0.5 * logvar).exp() * temperature**0.5
         return self.decoder(z if self.mode == "paper" else torch.cat([z, h], dim=-1))

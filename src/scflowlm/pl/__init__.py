@@ -1,9 +1,9 @@
-"""Plots: generated vs real cells on a UMAP, evaluation tables, training curves."""
+"""Plots (they only read): generated vs real cells on a UMAP, evaluation tables, training curves."""
 
 from __future__ import annotations
 
+from ._evaluate import evaluate
 from ._history import history
-from ._metrics import metrics
 from ._umap import umap_overlap
 
-__all__ = ["history", "metrics", "umap_overlap"]
+__all__ = ["evaluate", "history", "umap_overlap"]

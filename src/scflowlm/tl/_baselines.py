@@ -10,41 +10,16 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from .._constants import SOURCE_OBSM
+from .._constants import SOURCE_OBSM, UNS_KEY
+from .._docs import doc_params
 from .._warnings import ScflowlmWarning
 from ._correlations import _pearson
-from ._utils import _check_keys, _conditions_in, _dense, _match_mask, _mean, _rng
+from ._utils import _check_keys, _conditions_in, _dense, _match_mask, _mean, _resolve_keys, _rng
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
     from anndata import AnnData
-
-_COMMON_DOC = """adata
-        Cells x genes (log-normalised ``X``) with the ``condition_keys`` columns in ``obs``: the training cells,
-        including the control cells of every context to predict. Cells of the conditions to predict may be
-        present: the baselines never read them.
-    conditions
-        Conditions to predict, as dicts ``{key: value}`` over ``condition_keys`` (one dict, or a list).
-    condition_keys
-        obs columns that define a condition; the context of a condition is the values of the keys other than
-        ``perturbation_key``.
-    perturbation_key
-        The condition key that holds the perturbation.
-    control_value
-        Control label of ``perturbation_key``.
-    obsm_keys
-        obsm entries shifted along with ``X`` (kept for the control baseline); those absent are skipped.
-        Shifts in a linear space (``X_pca``) stay consistent with the shifts of ``X``."""
-
-_RETURNS_DOC = """An AnnData shaped like a prediction: the control cells of each condition's context (copies), relabelled
-    with the condition, with ``X`` and ``obsm_keys`` shifted; the same ``var_names``; obs columns
-    ``condition_keys``, ``baseline`` (name), ``source_cell`` (obs name of the control cell) and
-    ``source_context`` (where the shift was measured); ``obsm["{source}"]`` holds the source cells' first
-    ``obsm_keys`` coordinates. ``X`` is dense; shifted log-expression may be negative.""".replace(
-    "{source}", SOURCE_OBSM
-)
-
 
 def _as_list(conditions: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:
     if isinstance(conditions, dict) or hasattr(conditions, "keys"):
@@ -123,14 +98,16 @@ def _predict(
     adata: AnnData,
     conditions: Mapping[str, Any] | Sequence[Mapping[str, Any]],
     *,
-    condition_keys: Sequence[str],
-    perturbation_key: str,
-    control_value: str,
+    condition_keys: Sequence[str] | None,
+    perturbation_key: str | None,
+    control_value: Any,
     obsm_keys: Sequence[str],
     mode: Literal["control", "pooled", "nearest"],
     combo_sep: str = "+",
 ) -> AnnData:
-    keys = list(condition_keys)
+    keys, perturbation_key, control_value = _resolve_keys(
+        adata, condition_keys=condition_keys, perturbation_key=perturbation_key, control_value=control_value
+    )
     _check_keys(adata, keys)
     if perturbation_key not in keys:
         msg = f"perturbation_key {perturbation_key!r} must be one of condition_keys {keys}"
@@ -181,27 +158,40 @@ def _predict(
     out.var_names = adata.var_names.copy()
     for k in keys:
         out.obs[k] = out.obs[k].astype("category")
+    out.uns[UNS_KEY] = _record(name, keys, perturbation_key, control_value, obsm_keys)
     return out
 
 
+def _record(name: str, keys: list[str], perturbation_key: str, control_value: Any, obsm_keys: Sequence[str]) -> dict:
+    """What made a baseline prediction, as a model's prediction records it in ``uns["scflowlm"]``."""
+    return {
+        "model": f"baseline_{name}",
+        "condition_keys": keys,
+        "perturbation_key": perturbation_key,
+        "control_value": control_value,
+        "obsm_key": next(iter(obsm_keys), "X_pca"),
+    }
+
+
+@doc_params()
 def baseline_control_mean(
     adata: AnnData,
     *,
     conditions: Mapping[str, Any] | Sequence[Mapping[str, Any]],
-    condition_keys: Sequence[str],
-    perturbation_key: str,
-    control_value: str,
+    condition_keys: Sequence[str] | None = None,
+    perturbation_key: str | None = None,
+    control_value: Any = None,
     obsm_keys: Sequence[str] = ("X_pca",),
 ) -> AnnData:
     """"No change" baseline: the context's own control cells, relabelled as the condition.
 
     Parameters
     ----------
-    {common}
+    %(baseline_common)s
 
     Returns
     -------
-    {returns}
+    %(baseline_returns)s
     """
     return _predict(
         adata,
@@ -214,13 +204,14 @@ def baseline_control_mean(
     )
 
 
+@doc_params()
 def baseline_additive(
     adata: AnnData,
     *,
     conditions: Mapping[str, Any] | Sequence[Mapping[str, Any]],
-    condition_keys: Sequence[str],
-    perturbation_key: str,
-    control_value: str,
+    condition_keys: Sequence[str] | None = None,
+    perturbation_key: str | None = None,
+    control_value: Any = None,
     obsm_keys: Sequence[str] = ("X_pca",),
     combo_sep: str = "+",
 ) -> AnnData:
@@ -234,13 +225,13 @@ def baseline_additive(
 
     Parameters
     ----------
-    {common}
+    %(baseline_common)s
     combo_sep
         Separator of the perturbations in a combination label.
 
     Returns
     -------
-    {returns}
+    %(baseline_returns)s
     """
     return _predict(
         adata,
@@ -254,13 +245,14 @@ def baseline_additive(
     )
 
 
+@doc_params()
 def baseline_nearest_context(
     adata: AnnData,
     *,
     conditions: Mapping[str, Any] | Sequence[Mapping[str, Any]],
-    condition_keys: Sequence[str],
-    perturbation_key: str,
-    control_value: str,
+    condition_keys: Sequence[str] | None = None,
+    perturbation_key: str | None = None,
+    control_value: Any = None,
     obsm_keys: Sequence[str] = ("X_pca",),
     combo_sep: str = "+",
 ) -> AnnData:
@@ -274,13 +266,13 @@ def baseline_nearest_context(
 
     Parameters
     ----------
-    {common}
+    %(baseline_common)s
     combo_sep
         Separator of the perturbations in a combination label.
 
     Returns
     -------
-    {returns}
+    %(baseline_returns)s
     """
     return _predict(
         adata,
@@ -298,7 +290,7 @@ def baseline_real_vs_real(
     adata: AnnData,
     *,
     conditions: Mapping[str, Any] | Sequence[Mapping[str, Any]],
-    condition_keys: Sequence[str],
+    condition_keys: Sequence[str] | None = None,
     seed: int = 0,
 ) -> tuple[AnnData, AnnData]:
     """Real-vs-real floor: a disjoint random half split of the true cells of each condition.
@@ -313,7 +305,7 @@ def baseline_real_vs_real(
     conditions
         Conditions to split, as dicts ``{key: value}``.
     condition_keys
-        obs columns that define a condition.
+        obs columns that define a condition (default: from ``adata.uns["scflowlm"]``).
     seed
         Seed of the split.
 
@@ -324,6 +316,11 @@ def baseline_real_vs_real(
     every other cell, e.g. the controls that DE and change metrics need). Pass ``reference`` as
     ``adata_real`` and ``predicted`` as ``adata_pred`` to :func:`scflowlm.tl.evaluate`. Both are copies.
     """
+    if condition_keys is None:
+        condition_keys = adata.uns.get(UNS_KEY, {}).get("condition_keys")
+    if condition_keys is None:
+        msg = "condition_keys is needed: pass it, or register adata with setup_anndata (uns['scflowlm'])"
+        raise ValueError(msg)
     _check_keys(adata, list(condition_keys))
     rng = _rng(seed)
     take = np.zeros(adata.n_obs, dtype=bool)
@@ -338,7 +335,3 @@ def baseline_real_vs_real(
     if sp.issparse(pred.X):
         pred.X = pred.X.toarray()
     return adata[~take].copy(), pred
-
-
-for _f in (baseline_control_mean, baseline_additive, baseline_nearest_context):
-    _f.__doc__ = _f.__doc__.replace("{common}", _COMMON_DOC).replace("{returns}", _RETURNS_DOC)

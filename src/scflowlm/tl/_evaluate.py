@@ -13,7 +13,8 @@ from ._correlations import mean_correlations, top_de_genes
 from ._distances import adaptive_mmd, edistance, mmd, wasserstein
 from ._embedding import _pca_coords, joint_embedding
 from ._leiden import _cluster_distribution, _kl, fit_leiden_classifier, inception_score
-from ._utils import _check_keys, _conditions_in, _dense, _match_mask, _rng, _subsample_idx
+from .._constants import EVALUATE_KEY, UNS_KEY
+from ._utils import _check_keys, _conditions_in, _dense, _match_mask, _resolve_keys, _rng, _subsample_idx
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -67,13 +68,13 @@ def evaluate(
     adata_real: AnnData,
     adata_pred: AnnData,
     *,
-    condition_keys: Sequence[str],
-    perturbation_key: str,
-    control_value: str,
+    condition_keys: Sequence[str] | None = None,
+    perturbation_key: str | None = None,
+    control_value: Any = None,
     conditions: Sequence[Mapping[str, Any]] | None = None,
     metrics: str | Sequence[str] | None = None,
     space: Literal["umap", "pca", "raw"] = "umap",
-    rep: str = "X_pca",
+    rep: str | None = None,
     n_top_de: int = 100,
     de_method: Literal["wilcoxon", "t-test", "t-test_overestim_var", "logreg"] = "wilcoxon",
     max_cells: int | None = 1000,
@@ -84,7 +85,7 @@ def evaluate(
     leiden_classifier: LeidenClassifier | None = None,
     include_controls: bool = False,
     seed: int = 0,
-    key_added: str | None = "scflowlm_eval",
+    key_added: str | None = EVALUATE_KEY,
 ) -> pd.DataFrame:
     """Evaluate predicted cells against real cells, condition by condition.
 
@@ -119,11 +120,13 @@ def evaluate(
     adata_pred
         Predicted cells with the same ``var_names`` and the ``condition_keys`` columns in ``obs``.
     condition_keys
-        obs columns that define a condition, e.g. ``["cell_type", "condition"]``.
+        obs columns that define a condition, e.g. ``["cell_type", "condition"]``. Default: as recorded in
+        ``adata_pred.uns["scflowlm"]`` (by the model or baseline that made the prediction) or in
+        ``adata_real.uns["scflowlm"]`` (by ``setup_anndata``).
     perturbation_key
-        The condition key that holds the perturbation.
+        The condition key that holds the perturbation (default: recorded, as ``condition_keys``).
     control_value
-        Control label of ``perturbation_key``.
+        Control label of ``perturbation_key`` (default: recorded, as ``condition_keys``).
     conditions
         Conditions to evaluate (dicts ``{key: value}``); default: every condition of ``adata_pred`` that is in
         ``adata_real`` (control conditions only with ``include_controls``).
@@ -132,7 +135,7 @@ def evaluate(
     space
         Space of the distribution distances.
     rep
-        obsm key of the PCA coordinates.
+        obsm key of the PCA coordinates (default: the ``obsm_key`` the prediction records, else ``"X_pca"``).
     n_top_de
         Number of top DE genes.
     de_method
@@ -160,9 +163,15 @@ def evaluate(
     Returns
     -------
     DataFrame with one row per condition: the ``condition_keys`` columns, ``n_real``, ``n_pred``, then one
-    column per metric. Also written to ``adata_pred.uns[key_added]``.
+    column per metric. Also written to ``adata_pred.uns["scflowlm_evaluate" | key_added]``, which
+    :func:`scflowlm.pl.evaluate` plots.
     """
-    keys = list(condition_keys)
+    keys, perturbation_key, control_value = _resolve_keys(
+        adata_pred, adata_real, condition_keys=condition_keys, perturbation_key=perturbation_key,
+        control_value=control_value,
+    )
+    if rep is None:
+        rep = adata_pred.uns.get(UNS_KEY, {}).get("obsm_key", "X_pca")
     if perturbation_key not in keys:
         msg = f"perturbation_key {perturbation_key!r} must be one of condition_keys {keys}"
         raise ValueError(msg)

@@ -8,7 +8,9 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
-from ._utils import _check_keys, _conditions_in, _dense, _match_mask, _mean
+from .._constants import UNS_KEY
+from ._baselines import _record
+from ._utils import _check_keys, _conditions_in, _dense, _match_mask, _mean, _resolve_keys
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -32,9 +34,9 @@ def baseline_linear(
     adata: AnnData,
     *,
     conditions: Mapping[str, Any] | Sequence[Mapping[str, Any]],
-    condition_keys: Sequence[str],
-    perturbation_key: str,
-    control_value: str,
+    condition_keys: Sequence[str] | None = None,
+    perturbation_key: str | None = None,
+    control_value: Any = None,
     n_components: int = 10,
     ridge: float = 0.1,
     obsm_keys: Sequence[str] = ("X_pca",),
@@ -71,11 +73,11 @@ def baseline_linear(
         Conditions to predict, as dicts ``{key: value}`` over ``condition_keys`` (one dict, or a list).
     condition_keys
         obs columns that define a condition; the context of a condition is the values of the keys other than
-        ``perturbation_key``.
+        ``perturbation_key``. Default: those recorded by ``setup_anndata`` in ``adata.uns["scflowlm"]``.
     perturbation_key
-        The condition key that holds the perturbation.
+        The condition key that holds the perturbation (default: from ``adata.uns["scflowlm"]``).
     control_value
-        Control label of ``perturbation_key``.
+        Control label of ``perturbation_key`` (default: from ``adata.uns["scflowlm"]``).
     n_components
         ``K``: dimensions of the gene embedding (the paper: 10).
     ridge
@@ -90,9 +92,12 @@ def baseline_linear(
     -------
     An AnnData shaped like a prediction: the control cells of each condition's context (copies), relabelled
     with the condition, ``X`` shifted by the predicted change; the same ``var_names``; obs columns
-    ``condition_keys``, ``baseline`` (``"linear"``) and ``source_cell``; ``obsm`` entries shifted likewise.
+    ``condition_keys``, ``baseline`` (``"linear"``) and ``source_cell``; ``obsm`` entries shifted likewise;
+    ``uns["scflowlm"]`` the keys, as a model's prediction records them.
     """
-    keys = list(condition_keys)
+    keys, perturbation_key, control_value = _resolve_keys(
+        adata, condition_keys=condition_keys, perturbation_key=perturbation_key, control_value=control_value
+    )
     _check_keys(adata, keys)
     if perturbation_key not in keys:
         msg = f"perturbation_key {perturbation_key!r} must be one of condition_keys {keys}"
@@ -181,4 +186,5 @@ def baseline_linear(
     out.var_names = adata.var_names.copy()
     for k in keys:
         out.obs[k] = out.obs[k].astype("category")
+    out.uns[UNS_KEY] = _record("linear", keys, perturbation_key, control_value, reps or ("X_pca",))
     return out

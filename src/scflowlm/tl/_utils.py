@@ -8,6 +8,8 @@ import numpy as np
 import scipy.sparse as sp
 from anndata import AnnData
 
+from .._constants import UNS_KEY
+
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
@@ -85,3 +87,28 @@ def _check_keys(adata: AnnData, keys: Sequence[str], name: str = "adata") -> Non
     if missing:
         msg = f"{name}.obs lacks the condition columns {missing}"
         raise KeyError(msg)
+
+
+def _resolve_keys(
+    *adatas: AnnData,
+    condition_keys: Sequence[str] | None,
+    perturbation_key: str | None,
+    control_value: Any,
+) -> tuple[list[str], str, Any]:
+    """The condition keys, perturbation key and control value: given, or recorded in ``uns["scflowlm"]``.
+
+    A prediction records them (``predict_perturbation``, ``tl.baseline_*``), and so does ``setup_anndata``; the
+    first of ``adatas`` with a record is read.
+    """
+    record: Mapping[str, Any] = next((a.uns[UNS_KEY] for a in adatas if a is not None and UNS_KEY in a.uns), {})
+    keys = list(condition_keys) if condition_keys is not None else record.get("condition_keys")
+    pkey = perturbation_key if perturbation_key is not None else record.get("perturbation_key")
+    ctrl = control_value if control_value is not None else record.get("control_value")
+    if keys is None or pkey is None or ctrl is None:
+        msg = (
+            "condition_keys, perturbation_key and control_value are needed: pass them, or use AnnData that records "
+            f"them in uns[{UNS_KEY!r}] (a model's prediction, a tl.baseline_* result, or data registered with "
+            "setup_anndata)."
+        )
+        raise ValueError(msg)
+    return [str(k) for k in keys], str(pkey), ctrl

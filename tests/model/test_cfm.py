@@ -8,7 +8,7 @@ from helpers import CONTROL_TEMPLATE, HOLDOUT, TEMPLATE, quiet_train
 
 import scflowlm
 from scflowlm import ScflowlmWarning
-from scflowlm.baselines import CFMModel
+from scflowlm.model import CFMModel
 
 
 def make_adata():

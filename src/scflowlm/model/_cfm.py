@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+import numbers
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
 
-from scflowlm._constants import REGISTRY_KEYS
-from scflowlm.model._base import FlowModelBase
-from scflowlm.module._cfm import CFMModule
+from scflowlm._docs import doc_params
+from scflowlm.module import CFMModule
+
+from ._base import FlowModelBase
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Mapping, Sequence
 
     import anndata as ad
 
@@ -22,6 +24,7 @@ __all__ = ["CFMModel"]
 COMBO_SEP = "+"
 
 
+@doc_params()
 class CFMModel(FlowModelBase):
     """Conditional flow matching with an MLP vector field (:cite:p:`tong2024improving`).
 
@@ -52,13 +55,9 @@ class CFMModel(FlowModelBase):
     n_layers
         Hidden layers of the vector-field MLP.
     source
-        ``"auto"`` (default): ``"control"`` when ``setup_anndata`` registered control cells, else ``"noise"``.
-        ``"noise"``: flows start from Gaussian noise (the paper); ``predict_perturbation`` draws a population.
-        ``"control"``: flows start from control cells of the same context, paired with their targets by
-        minibatch optimal transport in training; ``predict_perturbation`` returns one cell per control cell.
-        The control source gave lower W2 on every held-out condition in ``docs/benchmarks.md`` and keeps each
-        cell's own state (mean-based scores varied with the seed); the noise
-        source is needed for contexts without control cells.
+        %(source)s
+    start_shift
+        %(start_shift)s
     solver
         ``torchdiffeq`` solver used by default at prediction: ``"dopri5"`` (adaptive), ``"euler"``,
         ``"rk4"``, ...; overridable per call (``predict_perturbation(..., method=)``).
@@ -70,11 +69,13 @@ class CFMModel(FlowModelBase):
         Dropout in the MLP.
     n_frequencies
         Sinusoidal time frequencies fed to the MLP.
+    condition_codes
+        The training conditions as field codes (set on save; leave ``None``).
 
     Examples
     --------
     >>> import scflowlm
-    >>> from scflowlm.baselines import CFMModel
+    >>> from scflowlm.model import CFMModel
     >>> adata = scflowlm.data.synthetic_perturbation()
     >>> CFMModel.setup_anndata(
     ...     adata,
@@ -99,61 +100,59 @@ class CFMModel(FlowModelBase):
         n_hidden: int = 256,
         n_layers: int = 3,
         source: Literal["auto", "noise", "control"] = "auto",
+        start_shift: Literal["none", "nearest_context"] = "none",
         solver: str = "dopri5",
         rtol: float = 1e-5,
         atol: float = 1e-5,
         n_steps: int | None = None,
         dropout: float = 0.0,
         n_frequencies: int = 4,
+        condition_codes: Sequence[Sequence[int]] | None = None,
     ):
         super().__init__(adata, registry)
-        if int(n_hidden) < 1 or int(n_layers) < 1:
-            raise ValueError(f"n_hidden and n_layers must be positive, got {n_hidden} and {n_layers}.")
-        if n_steps is not None and int(n_steps) < 1:
-            raise ValueError(f"n_steps must be positive, got {n_steps}.")
-        self._init_data(adata)
-        source = self._resolve_source(source)
+        for name, value in (("n_hidden", n_hidden), ("n_layers", n_layers), ("n_steps", n_steps)):
+            if value is not None and (not isinstance(value, numbers.Integral) or value < 1):
+                raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+        self._init_data(adata, condition_codes)
+        source = self._resolve_source(source, loading=condition_codes is not None)
+        self.start_shift = self._check_start_shift(start_shift, source)
         self._build_vocabulary()
+        self.covariate_mask_ = np.ones(self.n_covariates, dtype=np.float32)
         self.module = CFMModule(
-            self.n_features,
-            self.n_covariates,
-            flow=flow,
-            sigma=sigma,
-            n_hidden=n_hidden,
-            n_layers=n_layers,
-            source=source,
-            dropout=dropout,
-            n_frequencies=n_frequencies,
+            self.n_features, self.n_covariates, flow=flow, sigma=sigma, n_hidden=n_hidden, n_layers=n_layers,
+            source=source, dropout=dropout, n_frequencies=n_frequencies,
         )
         self.solver = {"method": solver, "rtol": rtol, "atol": atol, "n_steps": n_steps}
-        if not hasattr(self, "covariate_mask_"):
-            self.covariate_mask_ = np.ones(self.n_covariates, dtype=np.float32)
         self._set_covariate_buffer()
-        if adata is not None:
-            self._prepare_module()
+        self._init_module()
         flow_name = {"i": "I-CFM", "ot": "OT-CFM", "sb": f"SB-CFM (sigma={self.module.sigma:g})"}[flow]
         self._model_summary_string = (
-            f"CFM baseline: {flow_name}, MLP {n_layers}x{n_hidden} "
+            f"CFM: {flow_name}, MLP {n_layers}x{n_hidden} "
             f"({sum(p.numel() for p in self.module.parameters()) / 1e6:.2f} M parameters), "
             f"{self.n_covariates} covariates, source {source}, solver {solver}, "
-            f"{len(self.conditions)} training conditions."
+            f"{len(self.condition_table)} training conditions."
         )
         self.init_params_ = self._get_init_params(locals())
+        self.init_params_["non_kwargs"] |= {"condition_codes": self.condition_table.codes.tolist(), "source": source}
 
     # ------------------------------------------------------------------ covariates
     def _build_vocabulary(self) -> None:
         """Per template field, the values that get a coordinate of the covariate vector (registered conditions)."""
-        pkey = self._setup_args["perturbation_key"]
-        control = self._setup_args["control_value"]
-        self.covariate_fields = list(self.conditions.columns)
+        table, pkey = self.condition_table, self._setup_args["perturbation_key"]
+        frame = table.frame()
+        self.covariate_fields = list(table.fields)
         vocab: dict[str, list[str]] = {}
         for f in self.covariate_fields:
-            values = self.conditions[f].astype(str)
             if f == pkey:
-                singles = {s.strip() for v in values if v != str(control) for s in v.split(COMBO_SEP)}
+                singles = {
+                    s.strip()
+                    for v in frame[f]
+                    if not table.is_control({f: v})
+                    for s in str(v).split(COMBO_SEP)
+                }
                 vocab[f] = sorted(s for s in singles if s)
             else:
-                vocab[f] = sorted(set(values))
+                vocab[f] = sorted({str(v) for v in frame[f]})
         self.covariate_vocabulary = vocab
         offsets, start = {}, 0
         for f in self.covariate_fields:
@@ -163,25 +162,20 @@ class CFMModel(FlowModelBase):
         self._index = {f: {v: i for i, v in enumerate(vocab[f])} for f in self.covariate_fields}
         self.n_covariates = start
 
-    def covariate_vector(self, condition: Mapping[str, str]) -> np.ndarray:
+    def covariate_vector(self, condition: Mapping[str, Any]) -> np.ndarray:
         """The covariate vector ``[P]`` of a condition dict (template field -> value).
 
         One-hot per field, multi-hot over ``"+"``-separated singles for the perturbation field, zeros for
         the control value and for unseen values (and for values seen only in held-out cells).
         """
         pkey = self._setup_args["perturbation_key"]
-        control = self._setup_args["control_value"]
         vec = np.zeros(self.n_covariates, dtype=np.float32)  # [P]
         for f in self.covariate_fields:
             if f not in condition:
                 raise KeyError(f"Condition {dict(condition)} lacks the template field {f!r}.")
-            value = str(condition[f])
-            if f == pkey:
-                if value == str(control):
-                    continue
-                parts = [s.strip() for s in value.split(COMBO_SEP)]
-            else:
-                parts = [value]
+            if f == pkey and self.condition_table.is_control(condition):
+                continue
+            parts = [s.strip() for s in str(condition[f]).split(COMBO_SEP)] if f == pkey else [str(condition[f])]
             for p in parts:
                 i = self._index[f].get(p)
                 if i is not None:
@@ -190,55 +184,35 @@ class CFMModel(FlowModelBase):
 
     def _set_covariate_buffer(self) -> None:
         """Covariate vectors of the registered conditions -> ``module.covariates`` ``[C, P]``."""
-        rows = [self.covariate_vector(self.conditions.iloc[i].to_dict()) for i in range(len(self.conditions))]
-        cov = np.stack(rows).astype(np.float32)  # [C, P]
+        table = self.condition_table
+        rows = [self.covariate_vector(table.condition(i)) for i in range(len(table))]
+        cov = np.stack(rows).astype(np.float32) if rows else np.zeros((0, self.n_covariates), np.float32)  # [C, P]
         self.module.set_condition_covariates(torch.as_tensor(cov))
 
-    def _prepare_module(self, indices: np.ndarray | None = None) -> None:
-        """Standardisation, control pool and covariates from the cells in ``indices`` (default: all)."""
-        super()._prepare_module(indices)
-        codes = np.unique(self._registered(REGISTRY_KEYS.CONDITION_KEY, indices).reshape(-1).astype(int))
+    def _before_training(self, train_idx: np.ndarray) -> None:
+        """Zero the covariates of values that only held-out cells have (their weights would never train)."""
         self.covariate_mask_ = np.ones(self.n_covariates, dtype=np.float32)
         seen = np.zeros(self.n_covariates, dtype=np.float32)
-        for code in codes:
-            seen = np.maximum(seen, self.covariate_vector(self.conditions.iloc[code].to_dict()))
+        for code in self.train_conditions_:
+            seen = np.maximum(seen, self.covariate_vector(self.condition_table.condition(code)))
         self.covariate_mask_ = (seen > 0).astype(np.float32)
         self._set_covariate_buffer()
 
     # ------------------------------------------------------------------ generation
-    def _generate_std(
-        self,
-        condition,
-        prompt,
-        x0,
-        *,
-        generator,
-        temperature=1.0,
-        batch_size=256,
-        method: str | None = None,
-        rtol: float | None = None,
-        atol: float | None = None,
-        n_steps: int | None = None,
-        **kwargs,
-    ):
-        """Integrate the learned ODE from standardised sources ``x0 [n, D]`` under one condition.
-
-        ``temperature`` has no effect (the ODE is deterministic given the source).
-        """
+    def _sample_states(self, requests, rows, *, x0, generators, temperature, batch_size, return_path,
+                       method: str | None = None, rtol: float | None = None, atol: float | None = None,
+                       n_steps: int | None = None, n_path_points: int = 11, **kwargs) -> torch.Tensor:
+        """One ODE call for all requested conditions (``temperature`` has no effect: the ODE is deterministic)."""
         if kwargs:
             raise TypeError(f"Unknown generation option(s): {sorted(kwargs)}.")
-        if condition is None:
+        if any(r.condition is None for r in requests):
             raise ValueError("CFMModel conditions on covariates, not text: pass a condition dict, not a prompt.")
-        opts = {
+        solver = {
             "method": method or self.solver["method"],
             "rtol": self.solver["rtol"] if rtol is None else rtol,
             "atol": self.solver["atol"] if atol is None else atol,
             "n_steps": self.solver["n_steps"] if n_steps is None else n_steps,
         }
-        device = self._device()
-        cov = torch.as_tensor(self.covariate_vector(condition), device=device)[None]  # [1, P]
-        out = []
-        for start in range(0, x0.shape[0], batch_size):
-            chunk = x0[start : start + batch_size].to(device)  # [b, D]
-            out.append(self.module.generate(chunk, cov, **opts).cpu())  # [b, D]
-        return torch.cat(out)
+        cov = torch.as_tensor(np.stack([self.covariate_vector(r.condition) for r in requests]))  # [C, P]
+        return self.module.sample(cov, rows, x0=x0, generators=generators, batch_size=batch_size,
+                                  return_path=return_path, n_path_points=n_path_points, **solver)

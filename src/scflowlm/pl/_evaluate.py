@@ -1,4 +1,4 @@
-"""Bar or point plots of :func:`scflowlm.tl.evaluate` tables."""
+"""Bar or point plots of the tables of :func:`scflowlm.tl.evaluate`."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
+from .._constants import EVALUATE_KEY
 from ..tl._evaluate import METRICS
 from ._utils import _finish, _new_ax
 
@@ -58,11 +59,11 @@ def _draw(ax: Axes, df: pd.DataFrame, metric: str, groupby: str | None, kind: st
         ax.legend(frameon=False, title=groupby)
 
 
-def metrics(
+def evaluate(
     data: pd.DataFrame | AnnData,
     *,
     metric: str | Sequence[str] = "pearson_delta_de",
-    key: str = "scflowlm_eval",
+    key: str = EVALUATE_KEY,
     groupby: str | None = "model",
     kind: str = "bar",
     show_mean: bool = True,
@@ -70,17 +71,17 @@ def metrics(
     show: bool | None = None,
     return_fig: bool = False,
 ) -> Axes | list[Axes] | Figure | None:
-    """Plot one or several metrics of an evaluation table, per condition and per model.
+    """Plot the metrics of :func:`scflowlm.tl.evaluate`, per condition and per model (it reads what that wrote).
 
     Parameters
     ----------
     data
-        A table from :func:`scflowlm.tl.evaluate` (several concatenated, with a ``groupby`` column such as
-        ``"model"``), or an AnnData holding it in ``uns[key]``.
+        A prediction AnnData that :func:`scflowlm.tl.evaluate` wrote its table to (``uns[key]``), or such tables
+        (several concatenated, with a ``groupby`` column such as ``"model"``).
     metric
         Column(s) to plot; several give one panel each (``ax`` must then be None).
     key
-        ``uns`` key when ``data`` is AnnData.
+        ``uns`` key when ``data`` is AnnData (``tl.evaluate``'s ``key_added``).
     groupby
         Column that distinguishes models (one bar colour each); ignored if absent.
     kind

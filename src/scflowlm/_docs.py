@@ -1,0 +1,95 @@
+"""Docstring text shared by several functions and classes, written once and filled in by :func:`doc_params`."""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+__all__ = ["doc_params"]
+
+PLACEHOLDER = re.compile(r"^(?P<indent>[ \t]*)(?P<before>.*?)%\((?P<name>\w+)\)s", re.MULTILINE)
+
+DOC_SOURCE = """\
+``"auto"`` (default): ``"control"`` when ``setup_anndata`` registered control cells, else ``"noise"``.
+``"noise"``: flows start from Gaussian noise (the paper); ``predict_perturbation`` draws a population.
+``"control"``: flows start from control cells of the same context, paired with their targets by minibatch
+optimal transport in training; ``predict_perturbation`` returns one cell per control cell and keeps each
+cell's own state. The noise source is needed for contexts without control cells."""
+
+DOC_START_SHIFT = """\
+Head start of control-source flows (ignored for noise). ``"none"``: a flow starts at its control cell.
+``"nearest_context"``: at its control cell plus the condition's expected shift, estimated as
+:func:`scflowlm.tl.baseline_nearest_context` does (the shift of the same perturbation in the most similar
+other context; for an unseen combination, the sum of its singles) from the training cells, never from the
+condition's own cells: training conditions get the estimate they would get if held out, and the flow learns
+to correct it. The estimates live in ``condition_means_`` (saved with the model)."""
+
+DOC_BASELINE_COMMON = """\
+adata
+    Cells x genes (log-normalised ``X``) with the condition columns in ``obs``: the training cells, including
+    the control cells of every context to predict. Cells of the conditions to predict may be present: the
+    baselines never read them.
+conditions
+    Conditions to predict, as dicts ``{key: value}`` over ``condition_keys`` (one dict, or a list).
+condition_keys
+    obs columns that define a condition; the context of a condition is the values of the keys other than
+    ``perturbation_key``. Default: those recorded by ``setup_anndata`` in ``adata.uns["scflowlm"]``.
+perturbation_key
+    The condition key that holds the perturbation (default: from ``adata.uns["scflowlm"]``).
+control_value
+    Control label of ``perturbation_key`` (default: from ``adata.uns["scflowlm"]``).
+obsm_keys
+    obsm entries shifted along with ``X`` (kept for the control baseline); those absent are skipped.
+    Shifts in a linear space (``X_pca``) stay consistent with the shifts of ``X``."""
+
+DOC_BASELINE_RETURNS = """\
+An AnnData shaped like a prediction: the control cells of each condition's context (copies), relabelled
+with the condition, with ``X`` and ``obsm_keys`` shifted; the same ``var_names``; obs columns
+``condition_keys``, ``baseline`` (name), ``source_cell`` (obs name of the control cell) and
+``source_context`` (where the shift was measured); ``obsm["X_source"]`` holds the source cells' first
+``obsm_keys`` coordinates; ``uns["scflowlm"]`` the keys, as a model's prediction records them. ``X`` is
+dense; shifted log-expression may be negative."""
+
+DOC_SPACE = """\
+Where the distances are computed: ``"umap"`` (the paper: a 10-D UMAP fitted on both sets, from their PCA
+coordinates), ``"pca"`` (the coordinates as given) or ``"raw"`` (the values as given)."""
+
+#: every shared fragment, by the name used in ``%(name)s`` placeholders
+FRAGMENTS = {
+    "source": DOC_SOURCE,
+    "start_shift": DOC_START_SHIFT,
+    "baseline_common": DOC_BASELINE_COMMON,
+    "baseline_returns": DOC_BASELINE_RETURNS,
+    "space": DOC_SPACE,
+}
+
+
+def _fill(doc: str, fragments: dict[str, str]) -> str:
+    def replace(match: re.Match) -> str:
+        name = match.group("name")
+        if name not in fragments:
+            return match.group(0)
+        indent, before = match.group("indent"), match.group("before")
+        lines = fragments[name].splitlines()
+        return indent + before + ("\n" + indent).join(lines)
+
+    return PLACEHOLDER.sub(replace, doc)
+
+
+def doc_params(**extra: str) -> Callable:
+    """Fill the ``%(name)s`` placeholders of a docstring with :data:`FRAGMENTS` (and ``extra``).
+
+    A fragment's lines are indented like the line of its placeholder. Unknown placeholders stay (a test fails
+    on any left in the package).
+    """
+    fragments = FRAGMENTS | extra
+
+    def decorate(obj):
+        if obj.__doc__:
+            obj.__doc__ = _fill(obj.__doc__, fragments)
+        return obj
+
+    return decorate

@@ -1,0 +1,104 @@
+"""The map between cell states (PCA coordinates) and genes."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from scflowlm._warnings import ScflowlmWarning
+
+from ._setup import column_means, dense_rows
+
+if TYPE_CHECKING:
+    import anndata as ad
+
+__all__ = ["GeneMap"]
+
+#: cells read to check that a PCA (obsm) and its loadings (varm["PCs"]) belong together
+N_CHECK = 256
+#: largest median relative error of ``(X - means) @ loadings`` against ``obsm`` for one and the same PCA
+TOLERANCE = 1e-2
+
+
+@dataclass
+class GeneMap:
+    """States ``z [n, D]`` <-> expression ``x [n, G]``: ``x = z @ loadings.T + means``, ``z = (x - means) @ loadings``.
+
+    Parameters
+    ----------
+    loadings
+        ``[G, D]`` PCA loadings (``adata.varm["PCs"]``), or ``None``: states stay states.
+    means
+        ``[G]`` gene means the PCA was centred on.
+    var_names
+        ``[G]`` gene names.
+    """
+
+    loadings: np.ndarray | None
+    means: np.ndarray | None
+    var_names: np.ndarray | None
+
+    @classmethod
+    def from_anndata(cls, adata: ad.AnnData, *, n_features: int, obsm_key: str, layer: str | None) -> GeneMap:
+        """Loadings from ``varm["PCs"]`` and the gene means of ``X`` (or ``layer``), read in chunks.
+
+        Warns when ``varm["PCs"]`` is missing (predictions then hold the state coordinates instead of genes) or
+        when it does not reproduce ``obsm[obsm_key]`` (then the loadings belong to another PCA).
+        """
+        names = np.asarray(adata.var_names.astype(str))
+        pcs = adata.varm.get("PCs") if hasattr(adata, "varm") else None
+        if pcs is None or np.asarray(pcs).shape != (adata.n_vars, n_features):
+            warnings.warn(
+                f"adata.varm['PCs'] with shape ({adata.n_vars}, {n_features}) is missing: predictions will hold the "
+                f"{n_features} state coordinates as variables instead of genes.",
+                ScflowlmWarning,
+                stacklevel=4,
+            )
+            return cls(None, None, names)
+        X = adata.layers[layer] if layer is not None else adata.X
+        gene_map = cls(np.asarray(pcs, dtype=np.float32), column_means(X).astype(np.float32), names)
+        error = gene_map.mismatch(adata, obsm_key=obsm_key, layer=layer)
+        if error > TOLERANCE:
+            warnings.warn(
+                f"adata.varm['PCs'] does not reproduce adata.obsm[{obsm_key!r}] (median relative error {error:.2g}): "
+                "the loadings seem to belong to another PCA, and generated states mapped to genes with them would be "
+                "wrong. Recompute both with sc.pp.pca.",
+                ScflowlmWarning,
+                stacklevel=4,
+            )
+        return gene_map
+
+    def to_genes(self, states: np.ndarray) -> tuple[np.ndarray, pd.DataFrame]:
+        """States ``[n, D]`` -> expression ``[n, G]`` and its ``var`` (``PC1..`` without loadings)."""
+        if self.loadings is None:
+            return states.astype(np.float32), pd.DataFrame(index=[f"PC{i + 1}" for i in range(states.shape[1])])
+        X = states @ self.loadings.T + self.means  # [n, G]
+        return X.astype(np.float32), pd.DataFrame(index=pd.Index(self.var_names))
+
+    def project(self, adata: ad.AnnData, *, layer: str | None, rows: np.ndarray | slice | None = None) -> np.ndarray:
+        """Expression of ``adata`` (``X`` or ``layer``) -> states ``[n, D]``."""
+        if layer is not None and layer not in adata.layers:
+            raise KeyError(
+                f"The AnnData has no layers[{layer!r}], the layer the model was set up with; layers are "
+                f"{list(adata.layers)}."
+            )
+        X = adata.layers[layer] if layer is not None else adata.X
+        x = dense_rows(X, slice(0, adata.n_obs) if rows is None else rows)  # [n, G]
+        return ((x - self.means) @ self.loadings).astype(np.float32)
+
+    def mismatch(self, adata: ad.AnnData, *, obsm_key: str, layer: str | None) -> float:
+        """Median relative error of the projected expression against ``obsm[obsm_key]`` over a few cells."""
+        if self.loadings is None or obsm_key not in adata.obsm:
+            return 0.0
+        rows = np.linspace(0, adata.n_obs - 1, min(N_CHECK, adata.n_obs)).astype(int)
+        rows = np.unique(rows)
+        given = np.asarray(adata.obsm[obsm_key])[rows]  # [n, D]
+        if given.shape[1] != self.loadings.shape[1]:
+            return np.inf
+        projected = self.project(adata, layer=layer, rows=rows)
+        scale = np.linalg.norm(given, axis=1).mean() + 1e-12
+        return float(np.median(np.linalg.norm(projected - given, axis=1)) / scale)

@@ -1,0 +1,302 @@
+"""Prediction: conditions and source cells in, one module call, a new AnnData out."""
+
+from __future__ import annotations
+
+import numbers
+import os
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import torch
+from anndata.utils import make_index_unique
+
+from scflowlm._constants import PATH_OBSM, PROMPT_COL, SEEN_COL, SOURCE_OBSM, UNS_KEY
+from scflowlm._warnings import ScflowlmWarning
+
+from ._conditions import as_condition_list
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+__all__ = ["GenerationMixin"]
+
+
+@dataclass
+class _Request:
+    """The cells of one full condition in a prediction."""
+
+    condition: dict[str, Any] | None  # typed field values (None: a raw prompt)
+    prompt: str
+    seen: bool
+    seed: int
+    cells: list[int] = field(default_factory=list)  # rows of the prediction
+
+
+def _check_count(name: str, value: Any, *, allow_none: bool = False, minimum: int = 1) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
+
+
+def _check_memory(n_cells: int, n_values: int) -> None:
+    """Refuse a prediction whose output alone would not fit in this machine's memory."""
+    need = 4 * n_cells * n_values
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - not on POSIX
+        return
+    if need > total:
+        raise ValueError(
+            f"The prediction would hold {n_cells:,} cells x {n_values:,} values, about {need / 1e9:.0f} GB, more than "
+            f"this machine's {total / 1e9:.0f} GB of memory; predict fewer cells (n_cells) or fewer conditions per call."
+        )
+
+
+class GenerationMixin:
+    """``predict_perturbation`` and ``sample`` of the flow models (needs the model's condition table and gene map)."""
+
+    #: whether a raw prompt string can stand for a condition (only a prompt-conditioned, noise-source model)
+    _accepts_raw_prompts = False
+
+    def predict_perturbation(
+        self,
+        condition: Mapping[str, Any] | Sequence[Mapping[str, Any]] | pd.DataFrame | str,
+        *,
+        n_cells: int = 500,
+        source: ad.AnnData | np.ndarray | Sequence[str] | None = None,
+        temperature: float = 1.0,
+        seed: int | None = None,
+        batch_size: int = 256,
+        return_path: bool = False,
+        **generate_kwargs,
+    ) -> ad.AnnData:
+        """Generate cells under one or more conditions (possibly never seen in training).
+
+        Parameters
+        ----------
+        condition
+            A dict of template field -> value (``{"cell_type": "CD4 T", "condition": "IFN-beta"}``), a list of
+            such dicts, a pandas Series (one condition) or DataFrame (one per row), or a raw prompt string
+            (noise-source CaLMFlow only). Values are compared as the user gave them (numbers as numbers). Unseen
+            values are allowed (with a warning).
+        n_cells
+            Cells per condition. A control-source model given ``source=None`` starts them from ``n_cells``
+            registered control cells of the condition's context (drawn without replacement while there are
+            enough); with a ``source`` it makes one cell per source cell and condition instead.
+        source
+            Control-source models only (``source="control"``, the default when control cells are registered):
+            the cells to perturb, as an AnnData of control cells (with the training genes), a boolean mask,
+            integer positions or obs names of the registered AnnData. One prediction per source cell and
+            condition, in order. Fields missing from ``condition`` are taken from each source cell's obs.
+        temperature
+            ``tau >= 0``: scales the variance of the latent at inference (CaLMFlow).
+        seed
+            Seed of the start noise, the drawn control cells and the latent samples. Every condition of the call
+            is generated with this seed as if it were predicted alone: its cells depend neither on
+            ``batch_size`` nor on the other conditions of the call (up to an adaptive ODE solver's tolerance).
+        batch_size
+            Cells generated at once (bounds memory); conditions are batched together.
+        return_path
+            Also store every state of each generated path in ``obsm["X_path"]`` (cells x states x coordinates:
+            the first is the start, the last the prediction).
+        **generate_kwargs
+            Model-specific generation options (CaLMFlow: ``use_cache``; CFM: ``method``, ``rtol``, ``atol``,
+            ``n_steps``, ``n_path_points``).
+
+        Returns
+        -------
+        A new AnnData: ``X`` generated expression in the genes of the training data (via ``varm["PCs"]``),
+        ``obs`` the condition fields (typed as in training), ``"prompt"`` and ``"seen_in_training"`` (with a
+        source, the source's obs with the condition's fields overwritten), ``obsm[obsm_key]`` the generated
+        states, ``obsm["X_source"]`` the start states of a control source, ``obsm["X_path"]`` with
+        ``return_path``, and ``uns["scflowlm"]`` what made the prediction (model, keys, settings), which
+        :func:`scflowlm.tl.evaluate` reads.
+        """
+        if not isinstance(temperature, numbers.Real) or not np.isfinite(temperature) or temperature < 0:
+            raise ValueError(f"temperature must be a finite number >= 0, got {temperature!r}.")
+        _check_count("batch_size", batch_size)
+        _check_count("seed", seed, allow_none=True, minimum=0)
+        if source is None:
+            _check_count("n_cells", n_cells)
+        if not getattr(self, "is_trained_", False):
+            warnings.warn(
+                f"This {type(self).__name__} is not trained: its predictions come from random weights. Call train() "
+                "first.",
+                ScflowlmWarning,
+                stacklevel=2,
+            )
+        seed = int(seed) if seed is not None else int(np.random.default_rng().integers(2**31))
+        if isinstance(condition, str):
+            requests, x0, obs = self._prompt_requests(condition, n_cells, seed)
+        elif self.module.source == "control":
+            requests, x0, obs = self._source_requests(as_condition_list(condition), source, n_cells, seed)
+        else:
+            if source is not None:
+                raise ValueError("source= needs a model trained with source='control'.")
+            requests, x0, obs = self._noise_requests(as_condition_list(condition), n_cells, seed)
+        return self._generate(requests, x0, obs, temperature=temperature, batch_size=batch_size,
+                              return_path=return_path, **generate_kwargs)
+
+    def sample(
+        self,
+        n_cells: int,
+        *,
+        temperature: float = 1.0,
+        seed: int | None = None,
+        batch_size: int = 256,
+        return_path: bool = False,
+    ) -> ad.AnnData:
+        """Generate ``n_cells`` cells across the registered conditions, in their proportions in the data.
+
+        With a template without fields this is plain unconditional generation. Returns a new AnnData as
+        :meth:`predict_perturbation` does; each condition gets its own seed drawn from ``seed``.
+        """
+        _check_count("n_cells", n_cells)
+        rng = np.random.default_rng(seed)
+        table = self.condition_table
+        if self.adata is not None:
+            freq = np.bincount(self._cell_conditions(), minlength=len(table)) / self.adata.n_obs
+        else:
+            freq = np.full(len(table), 1.0 / len(table))
+        counts = rng.multinomial(n_cells, freq)
+        requests, x0s, obs = [], [], []
+        for code in np.nonzero(counts)[0]:
+            s = int(rng.integers(2**31))
+            cond = table.condition(int(code))
+            if self.module.source == "control":
+                r, x, o = self._source_requests([cond], None, int(counts[code]), s)
+                x0s.append(x)
+            else:
+                r, _, o = self._noise_requests([cond], int(counts[code]), s)
+            for req in r:
+                req.cells = [c + sum(len(q) for q in obs) for c in req.cells]
+            requests += r
+            obs.append(o)
+        x0 = np.concatenate(x0s) if x0s else None
+        pred = self._generate(requests, x0, pd.concat(obs), temperature=temperature, batch_size=batch_size,
+                              return_path=return_path)
+        pred.obs_names = np.arange(pred.n_obs).astype(str)
+        return pred
+
+    # ------------------------------------------------------------------ requests
+    def _request(self, condition: dict[str, Any], seed: int) -> _Request:
+        typed, codes = self.condition_table.encode(condition)
+        self._warn_unseen(typed, codes)
+        index = self.condition_table.index_of(codes) if min(codes, default=0) >= 0 else -1
+        seen = index >= 0 and index in set(self.train_conditions_)
+        return _Request(typed, self.prompt_builder.render(typed), seen, seed)
+
+    def _warn_unseen(self, condition: dict[str, Any], codes: Iterable[int]) -> None:
+        table = self.condition_table
+        trained = table.codes[list(self.train_conditions_)]  # [C_train, F]
+        new = {f: v for j, (f, v) in enumerate(condition.items()) if list(codes)[j] not in set(trained[:, j])}
+        if new:
+            warnings.warn(
+                f"Values never seen in training: {new}. The prompt still conditions on them.", ScflowlmWarning, stacklevel=5
+            )
+
+    def _prompt_requests(self, prompt: str, n_cells: int, seed: int):
+        if self.module.source == "control" or not self._accepts_raw_prompts:
+            raise ValueError("A raw prompt needs a noise-source CaLMFlowModel; pass a condition dict instead.")
+        _check_memory(n_cells, self._values_per_cell())
+        req = _Request(None, prompt, False, seed, list(range(n_cells)))
+        return [req], None, pd.DataFrame({PROMPT_COL: [prompt] * n_cells, SEEN_COL: False})
+
+    def _noise_requests(self, conditions: list[dict], n_cells: int, seed: int):
+        _check_memory(n_cells * len(conditions), self._values_per_cell())
+        requests, rows = [], []
+        for cond in conditions:
+            req = self._request(cond, seed)
+            req.cells = list(range(len(rows), len(rows) + n_cells))
+            rows += [{**req.condition, PROMPT_COL: req.prompt, SEEN_COL: req.seen}] * n_cells
+            requests.append(req)
+        return requests, None, pd.DataFrame(rows)
+
+    def _source_requests(self, conditions: list[dict], source, n_cells: int, seed: int):
+        fields = self.prompt_builder.fields
+        requests: dict[tuple, _Request] = {}
+        x0s, obs_parts, start = [], [], 0
+        for cond in conditions:
+            unknown = sorted(set(cond) - set(fields), key=str)
+            if unknown:
+                raise KeyError(f"Condition has unknown field(s) {unknown}; the prompt template fields are {fields}.")
+            x0, obs = self._source_states(source, cond, n_cells=n_cells, seed=seed)
+            missing = [f for f in fields if f not in cond and f not in obs.columns]
+            if missing:
+                raise KeyError(f"Field(s) {missing} are neither in the condition nor in the source obs.")
+            for f, v in cond.items():
+                obs[f] = [v] * len(obs)
+            for i, row in enumerate(obs[fields].to_dict("records")):
+                key = (len(x0s), tuple(map(str, row.values())))
+                if key not in requests:
+                    requests[key] = self._request(row, seed)
+                requests[key].cells.append(start + i)
+            obs[PROMPT_COL] = None
+            x0s.append(x0)
+            obs_parts.append(obs)
+            start += len(obs)
+        obs = pd.concat(obs_parts)
+        for req in requests.values():
+            obs.iloc[req.cells, obs.columns.get_loc(PROMPT_COL)] = req.prompt
+        obs[SEEN_COL] = False
+        for req in requests.values():
+            obs.iloc[req.cells, obs.columns.get_loc(SEEN_COL)] = req.seen
+        return list(requests.values()), np.concatenate(x0s), obs
+
+    # ------------------------------------------------------------------ one module call
+    def _generate(self, requests: list[_Request], x0: np.ndarray | None, obs: pd.DataFrame, *, temperature: float,
+                  batch_size: int, return_path: bool, **kwargs) -> ad.AnnData:
+        rows = np.empty(len(obs), dtype=np.int64)
+        for i, req in enumerate(requests):
+            rows[req.cells] = i
+        generators = [torch.Generator().manual_seed(req.seed) for req in requests]
+        start = None
+        if x0 is not None:  # a control source, plus each condition's head start (zeros without start_shift)
+            start = torch.as_tensor(x0 + self._shifts([r.condition for r in requests])[rows].astype(x0.dtype))
+        self.module.eval()
+        out = self._sample_states(
+            requests, torch.as_tensor(rows), x0=start, generators=generators,
+            temperature=temperature, batch_size=batch_size, return_path=return_path, **kwargs,
+        ).numpy()  # [n, D] or [n, N, D]
+        states = out[:, -1] if return_path else out
+        X, var = self.gene_map.to_genes(states)
+        obs = obs.copy()
+        obs.index = make_index_unique(pd.Index(obs.index.astype(str)))
+        for f in self.prompt_builder.fields:
+            if f in obs:
+                obs[f] = pd.Categorical(obs[f])
+        pred = ad.AnnData(X=X, obs=obs, var=var)
+        pred.obsm[self._setup_args["obsm_key"]] = states.astype(np.float32)
+        if x0 is not None:
+            pred.obsm[SOURCE_OBSM] = x0.astype(np.float32)
+        if return_path:
+            pred.obsm[PATH_OBSM] = out.astype(np.float32)
+        pred.uns[UNS_KEY] = self._prediction_record(temperature=temperature, **kwargs)
+        return pred
+
+    def _prediction_record(self, **settings) -> dict:
+        """What made a prediction, for ``pred.uns["scflowlm"]`` (h5ad-writable: no ``None``)."""
+        args = self._setup_args
+        record = {
+            "model": type(self).__name__,
+            "condition_keys": list(self.prompt_builder.fields),
+            "context_keys": list(self.context_keys),
+            "obsm_key": args["obsm_key"],
+            "source": self.module.source,
+            **{k: v for k, v in settings.items() if isinstance(v, int | float | str | bool)},
+        }
+        for k in ("perturbation_key", "control_value", "layer"):
+            if args.get(k) is not None:
+                record[k] = args[k]
+        return record
+
+    def _values_per_cell(self) -> int:
+        """Numbers a predicted cell holds (genes, states, source states)."""
+        n_genes = len(self.gene_map.var_names) if self.gene_map.loadings is not None else 0
+        return n_genes + 2 * self.n_features

@@ -1,0 +1,107 @@
+"""Save and load: nothing lost on the way, and an AnnData that does not fit the saved model is refused."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import warnings
+import zipfile
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from ._gene_map import TOLERANCE
+
+if TYPE_CHECKING:
+    import anndata as ad
+
+__all__ = ["SaveLoadMixin"]
+
+
+def _unreadable(err: BaseException) -> bool:
+    """Whether a loading error means the saved file itself is broken (rather than the AnnData not fitting)."""
+    if isinstance(err, pickle.UnpicklingError | EOFError | zipfile.BadZipFile) or (
+        isinstance(err, OSError) and not isinstance(err, FileNotFoundError)
+    ):
+        return True
+    if isinstance(err, RuntimeError):
+        return "PytorchStreamReader" in str(err) or "zip archive" in str(err)
+    if isinstance(err, ValueError):
+        return str(err).startswith("Failed to load model file")
+    return isinstance(err, KeyError) and bool(err.args) and err.args[0] in ("attr_dict", "var_names", "model_state_dict")
+
+
+class SaveLoadMixin:
+    """``save`` and ``load`` of the flow models, on top of scvi-tools' (weights, registry, init parameters, ``*_``)."""
+
+    @classmethod
+    def load(cls, dir_path: str, adata: ad.AnnData | None = None, *, prefix: str | None = None, **kwargs):
+        """Load a model saved with :meth:`save` (see :meth:`scvi.model.base.BaseModelClass.load`).
+
+        With ``adata``, it is checked against the saved model: the genes (names and order), the ``obsm`` width,
+        the PCA (the saved loadings must reproduce ``obsm[obsm_key]``) and the condition values must be those of
+        training (a subset of the cells is fine). Raises :class:`FileNotFoundError` for a missing directory or
+        model file and :class:`ValueError` for an unreadable (corrupt) save or an AnnData that does not match,
+        naming what differs.
+        """
+        path = os.fspath(dir_path)
+        model_file = os.path.join(path, f"{prefix or ''}model.pt")
+        if kwargs.get("backup_url") is None:
+            if not os.path.isdir(path):
+                raise FileNotFoundError(f"No saved model at {path!r}: the directory does not exist.")
+            if not os.path.isfile(model_file):
+                raise FileNotFoundError(
+                    f"{path!r} holds no saved model: {os.path.basename(model_file)} is missing "
+                    f"(the directory has {sorted(os.listdir(path))[:10]})."
+                )
+        try:
+            with warnings.catch_warnings():
+                # scvi-tools only warns about other genes; they are an error below
+                warnings.filterwarnings("ignore", message=r".?var_names.? for the loaded")
+                model = super().load(path, adata=adata, prefix=prefix, **kwargs)
+        except (pickle.UnpicklingError, EOFError, zipfile.BadZipFile, OSError, RuntimeError, ValueError, KeyError) as err:
+            if not _unreadable(err):
+                raise
+            raise ValueError(
+                f"The saved model in {path!r} cannot be read: it is corrupt, incomplete or not a {cls.__name__} "
+                f"save ({type(err).__name__}: {err})."
+            ) from err
+        if adata is not None and adata is not False:
+            model._check_loaded_anndata(adata)
+        return model
+
+    def _check_loaded_anndata(self, adata: ad.AnnData) -> None:
+        saved = self.var_names_
+        if saved is not None:
+            saved = pd.Index(np.asarray(saved).astype(str))
+            genes = pd.Index(adata.var_names.astype(str))
+            if not genes.equals(saved):
+                missing, extra = saved.difference(genes, sort=False), genes.difference(saved, sort=False)
+                detail = (
+                    "the same genes in another order"
+                    if not len(missing) and not len(extra)
+                    else f"{len(genes)} genes vs {len(saved)} in training; missing: {list(missing[:5])}"
+                    f"{' ...' if len(missing) > 5 else ''}; not in training: {list(extra[:5])}{' ...' if len(extra) > 5 else ''}"
+                )
+                raise ValueError(
+                    f"The AnnData's genes differ from the ones the model was trained on ({detail}). "
+                    "Subset and order them as in training: adata[:, model.var_names_]."
+                )
+        args = self._setup_args
+        error = self.gene_map.mismatch(adata, obsm_key=args["obsm_key"], layer=args["layer"])
+        if error > TOLERANCE:
+            raise ValueError(
+                f"adata.obsm[{args['obsm_key']!r}] is not the PCA the model was trained on: the saved loadings and gene "
+                f"means reproduce it with a median relative error of {error:.2g} (a recomputed PCA flips or reorders "
+                "components; shifted coordinates move every prediction). Pass the AnnData with the training PCA, or "
+                "project the cells with the model: adata.obsm[obsm_key] = (adata.X - model.gene_means_) @ model.loadings_."
+            )
+
+    def save(self, dir_path: str, *, prefix: str | None = None, overwrite: bool = False, save_anndata: bool = False, **kwargs) -> None:
+        """Save the model (weights, registry, init parameters and every ``*_`` attribute) to ``dir_path``.
+
+        Raises :class:`ValueError` if ``dir_path`` exists and ``overwrite`` is False. See
+        :meth:`scvi.model.base.BaseModelClass.save`.
+        """
+        super().save(dir_path, prefix=prefix, overwrite=overwrite, save_anndata=save_anndata, **kwargs)

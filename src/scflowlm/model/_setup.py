@@ -1,0 +1,208 @@
+"""What ``setup_anndata`` checks and registers: inputs that would give silently wrong results are refused here."""
+
+from __future__ import annotations
+
+import warnings
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from scvi.data import AnnDataManager
+from scvi.data.fields import CategoricalJointObsField, ObsmField
+
+from scflowlm._constants import PROMPT_COL, REGISTRY_KEYS, SEEN_COL, UNS_KEY
+from scflowlm._warnings import ScflowlmWarning
+from scflowlm.data import PromptBuilder, same_value
+from scflowlm.train._runner import quiet_loggers
+
+from ._conditions import match_value
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    import anndata as ad
+
+__all__ = ["check_against_registry", "register", "registered_categories"]
+
+#: obs columns a prediction writes itself: a template field may not have these names.
+RESERVED = (PROMPT_COL, SEEN_COL)
+
+
+def dense_rows(X, rows: np.ndarray | slice) -> np.ndarray:
+    """Rows of a dense, sparse or backed matrix as a dense float64 array."""
+    block = X[rows]
+    if sp.issparse(block):
+        block = block.toarray()
+    return np.asarray(block, dtype=np.float64)
+
+
+def column_means(X, *, chunk: int = 4096) -> np.ndarray:
+    """Per-column means of a (possibly backed or sparse) matrix, read ``chunk`` rows at a time."""
+    n = X.shape[0]
+    total = np.zeros(X.shape[1])
+    for start in range(0, n, chunk):
+        total += dense_rows(X, slice(start, min(start + chunk, n))).sum(0)
+    return total / n
+
+
+def check_finite(X, what: str, *, chunk: int = 4096) -> None:
+    """Raise a ValueError naming how many cells (and the first) have NaN/inf in ``X``; reads ``chunk`` rows at a time."""
+    n, bad, first = X.shape[0], 0, None
+    for start in range(0, n, chunk):
+        block = X[start : min(start + chunk, n)]
+        if sp.issparse(block):
+            block = sp.csr_matrix(block)
+            rows = np.unique(np.repeat(np.arange(block.shape[0]), np.diff(block.indptr))[~np.isfinite(block.data)])
+        else:
+            rows = np.nonzero(~np.isfinite(np.asarray(block)).all(1))[0]
+        if len(rows):
+            bad += len(rows)
+            first = start + int(rows[0]) if first is None else first
+    if bad:
+        raise ValueError(
+            f"{what} has NaN or infinite values in {bad} cells (first: row {first}); remove or impute them first."
+        )
+
+
+def _check_states(adata: ad.AnnData, obsm_key: str, layer: str | None) -> None:
+    if adata.n_obs == 0:
+        raise ValueError("The AnnData has no cells.")
+    if obsm_key not in adata.obsm:
+        raise KeyError(
+            f"adata.obsm[{obsm_key!r}] is missing. Compute PCA coordinates first, e.g. "
+            f"`sc.pp.pca(adata, n_comps=50)` (writes obsm['X_pca'] and varm['PCs']), or pass obsm_key=."
+        )
+    coords = np.asarray(adata.obsm[obsm_key])
+    if coords.ndim != 2 or coords.shape[1] == 0:
+        raise ValueError(f"adata.obsm[{obsm_key!r}] must be a 2-D array with at least one column.")
+    if not np.all(np.isfinite(coords)):
+        bad = int((~np.isfinite(coords)).any(1).sum())
+        raise ValueError(f"adata.obsm[{obsm_key!r}] has NaN or infinite values in {bad} cells.")
+    if layer is not None and layer not in adata.layers:
+        raise KeyError(f"adata.layers[{layer!r}] is missing; layers are {list(adata.layers)}.")
+    X = adata.layers[layer] if layer is not None else adata.X
+    check_finite(X, f"adata.layers[{layer!r}]" if layer else "adata.X")
+
+
+def _check_fields(adata: ad.AnnData, builder: PromptBuilder, context_keys: Sequence[str]) -> None:
+    missing = [f for f in builder.fields if f not in adata.obs.columns]
+    if missing:
+        raise KeyError(f"Template field(s) {missing} are not obs columns; available columns: {list(adata.obs.columns)}.")
+    reserved = [f for f in builder.fields if f in RESERVED]
+    if reserved:
+        raise ValueError(
+            f"Template field(s) {reserved} have names that predictions write themselves ({list(RESERVED)}); "
+            "rename the obs column(s)."
+        )
+    missing = [k for k in context_keys if k not in adata.obs.columns]
+    if missing:
+        raise KeyError(f"context_keys {missing} are not obs columns.")
+    for f in dict.fromkeys([*builder.fields, *context_keys]):
+        col = adata.obs[f]
+        if col.isna().any():
+            raise ValueError(f"obs[{f!r}] has {int(col.isna().sum())} missing (NaN) values; fill or drop them.")
+
+
+def _check_distinct_prompts(adata: ad.AnnData, builder: PromptBuilder) -> None:
+    """Warn when different conditions get the same prompt: CaLMFlow could not tell them apart."""
+    if not builder.fields:
+        return
+    combos = adata.obs[builder.fields].drop_duplicates()
+    prompts: dict[str, dict] = {}
+    for row in combos.to_dict("records"):
+        other = prompts.setdefault(builder.render(row), row)
+        if other is not row:
+            missing = [f for f in builder.fields if not same_value(row[f], other[f])]
+            warnings.warn(
+                f"The conditions {other} and {row} get the same prompt {builder.render(row)!r}, so CaLMFlow cannot "
+                f"tell them apart ({len(combos)} conditions, {len({builder.render(r) for r in combos.to_dict('records')})} "
+                f"distinct prompts). Put {['{' + f + '}' for f in missing]} into the template(s).",
+                ScflowlmWarning,
+                stacklevel=4,
+            )
+            return
+
+
+def _check_controls(adata: ad.AnnData, perturbation_key: str | None, control_value: Any) -> None:
+    if perturbation_key is None or control_value is None:
+        return
+    values = pd.unique(adata.obs[perturbation_key])
+    if match_value(np.asarray(values), control_value) < 0:
+        warnings.warn(
+            f"No cell has obs[{perturbation_key!r}] == {control_value!r} (values: {list(values[:5])}); "
+            "there are no control cells.",
+            ScflowlmWarning,
+            stacklevel=4,
+        )
+
+
+def register(
+    cls,
+    adata: ad.AnnData,
+    *,
+    setup_method_args: dict,
+    prompt_template: str,
+    control_template: str | None,
+    perturbation_key: str | None,
+    control_value: Any,
+    obsm_key: str,
+    layer: str | None,
+    context_keys: Sequence[str] | None,
+    **kwargs,
+) -> None:
+    """Check ``adata`` and register its fields with ``cls`` (the body of ``setup_anndata``).
+
+    Registers ``obsm[obsm_key]`` (the cell states) and, jointly as integer codes per column (scvi-tools'
+    :class:`~scvi.data.fields.CategoricalJointObsField`), the template fields and the context columns: scvi-tools
+    writes the codes to ``obsm["_scvi_condition"]`` and ``obsm["_scvi_context"]``. Records the keys in
+    ``adata.uns["scflowlm"]`` so that :mod:`scflowlm.tl` functions need not be told them again.
+    """
+    _check_states(adata, obsm_key, layer)
+    builder = PromptBuilder(prompt_template, control_template, perturbation_key, control_value)
+    context_keys = list(context_keys) if context_keys is not None else builder.context_fields
+    _check_fields(adata, builder, context_keys)
+    _check_distinct_prompts(adata, builder)
+    _check_controls(adata, perturbation_key, control_value)
+    fields = [ObsmField(REGISTRY_KEYS.X_KEY, obsm_key)]
+    if builder.fields:
+        fields.append(CategoricalJointObsField(REGISTRY_KEYS.CONDITION_KEY, builder.fields))
+    if context_keys:
+        fields.append(CategoricalJointObsField(REGISTRY_KEYS.CONTEXT_KEY, context_keys))
+    if kwargs.get("source_registry") is not None:
+        check_against_registry(adata, kwargs["source_registry"], builder.fields, context_keys)
+    manager = AnnDataManager(fields=fields, setup_method_args=setup_method_args)
+    try:
+        with quiet_loggers("scvi.data.fields"):  # "Generating sequential column names"
+            manager.register_fields(adata, **kwargs)
+    except ValueError as err:
+        if "source_registry" in kwargs:
+            raise ValueError(f"This AnnData does not match the one the model was trained on: {err}") from err
+        raise
+    cls.register_manager(manager)
+    uns = {"condition_keys": builder.fields, "obsm_key": obsm_key}
+    uns |= {k: v for k, v in (("perturbation_key", perturbation_key), ("control_value", control_value)) if v is not None}
+    adata.uns[UNS_KEY] = uns
+
+
+def registered_categories(registry: dict, key: str) -> dict[str, np.ndarray]:
+    """Per column, the values of a registered joint categorical field (typed), ``{}`` if it was not registered."""
+    state = registry["field_registries"].get(key, {}).get("state_registry", {})
+    return {k: np.asarray(v) for k, v in state.get("mappings", {}).items()}
+
+
+def check_against_registry(adata: ad.AnnData, registry: dict, fields: Sequence[str], context_keys: Sequence[str]) -> None:
+    """Raise a ValueError naming the obs values a saved model's registry lacks."""
+    problems = []
+    for key in (REGISTRY_KEYS.CONDITION_KEY, REGISTRY_KEYS.CONTEXT_KEY):
+        for col, cats in registered_categories(registry, key).items():
+            unseen = [v for v in pd.unique(adata.obs[col]) if match_value(cats, v) < 0]
+            if unseen:
+                problems.append(f"obs[{col!r}] has value(s) {sorted(map(str, unseen))[:5]} the model was not trained on")
+    if problems:
+        raise ValueError(
+            "This AnnData does not match the one the model was trained on: "
+            + "; ".join(dict.fromkeys(problems))
+            + ". Load the model with AnnData of the training conditions (a subset is fine) and generate new "
+            "conditions with predict_perturbation()."
+        )

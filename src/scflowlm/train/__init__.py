@@ -1,0 +1,17 @@
+"""Training: the Lightning plan, callbacks and the runner of the flow models."""
+
+from __future__ import annotations
+
+from ._callbacks import BestWeights, ExceptionRecorder, LastCheckpoint
+from ._plan import FlowTrainingPlan, NonFiniteLossError
+from ._runner import FlowTrainRunner, quiet_training
+
+__all__ = [
+    "BestWeights",
+    "ExceptionRecorder",
+    "FlowTrainRunner",
+    "FlowTrainingPlan",
+    "LastCheckpoint",
+    "NonFiniteLossError",
+    "quiet_training",
+]

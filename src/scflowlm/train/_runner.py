@@ -1,0 +1,72 @@
+"""Running a fit: scvi-tools' runner without its error print, and without library chatter."""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import logging
+import warnings
+
+import torch
+from scvi.train import TrainRunner
+
+__all__ = ["FlowTrainRunner", "quiet_loggers", "quiet_training"]
+
+#: the logger of Lightning's start-up lines ("GPU available", "TPU available", tips, "Trainer.fit stopped")
+LIGHTNING_INFO_LOGGER = "lightning.pytorch.utilities.rank_zero"
+#: warnings that libraries raise inside each other during training, which a user cannot act on:
+#: Lightning 2.6 builds torch's deprecated ``LeafSpec`` (torch >= 2.10 warns on every ``fit``).
+LIBRARY_INTERNAL_WARNINGS = (r".*isinstance\(treespec, LeafSpec\)` is deprecated",)
+
+
+@contextlib.contextmanager
+def quiet_loggers(*names: str, enabled: bool = True):
+    """Raise the given loggers to WARNING while the block runs (their INFO lines are chatter to a user)."""
+    loggers = [logging.getLogger(n) for n in names] if enabled else []
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(max(lg.getEffectiveLevel(), logging.WARNING))
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+
+
+@contextlib.contextmanager
+def quiet_training(*, verbose: bool = False):
+    """What a user sees of ``fit``: the progress bar and real warnings, not Lightning's start-up lines.
+
+    Hides the INFO lines of :data:`LIGHTNING_INFO_LOGGER` unless ``verbose``, and always the library-internal
+    deprecations of :data:`LIBRARY_INTERNAL_WARNINGS`.
+    """
+    with quiet_loggers(LIGHTNING_INFO_LOGGER, enabled=not verbose), warnings.catch_warnings():
+        for pattern in LIBRARY_INTERNAL_WARNINGS:
+            warnings.filterwarnings("ignore", message=pattern, category=FutureWarning)
+        yield
+
+
+class FlowTrainRunner(TrainRunner):
+    """scvi-tools' :class:`~scvi.train.TrainRunner`, except that an error in ``fit`` surfaces as it is.
+
+    (scvi-tools prints ``Exception raised during training. <class 'NameError'> ...`` before re-raising any
+    error; here the history is still recorded and the original exception propagates without that line.)
+    """
+
+    def _run_training_core(self):
+        try:
+            self.trainer.fit(self.training_plan, self.data_splitter, ckpt_path=self.ckpt_path)
+        except BaseException:
+            self._update_history()
+            gc.collect()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            raise
+        self._update_history()
+        self.model.train_indices = getattr(self.data_splitter, "train_idx", None)
+        self.model.test_indices = getattr(self.data_splitter, "test_idx", None)
+        self.model.validation_indices = getattr(self.data_splitter, "val_idx", None)
+        self.model.module.eval()
+        self.model.is_trained_ = True
+        self.model.to_device(self.device)
+        self.model.trainer = self.trainer

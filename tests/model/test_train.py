@@ -1,0 +1,297 @@
+"""train: arguments checked, the held-out split, divergence, interruption, resuming, reproducibility, scale."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import subprocess
+import sys
+import textwrap
+import warnings
+
+import anndata as ad
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import scvi
+import torch
+from helpers import HOLDOUT, quiet_train, setup, small_model
+from lightning.pytorch.callbacks import Callback
+
+import scflowlm
+from scflowlm import CaLMFlowModel
+from scflowlm.model._setup import column_means
+from scflowlm.train import NonFiniteLossError
+
+
+def data(**kwargs):
+    """96 cells x 20 genes, 4 PCs: 12 conditions of 8 cells."""
+    return scflowlm.data.synthetic_perturbation(
+        **({"n_cells_per_condition": 8, "n_genes": 20, "n_pcs": 4, "seed": 0} | kwargs)
+    )
+
+
+def train(model, **kwargs):
+    return quiet_train(model, **({"batch_size": 16} | kwargs))
+
+
+def weights(model) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.module.state_dict().items()}
+
+
+def same_weights(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+class AtEpoch(Callback):
+    """Runs ``action(pl_module)`` when epoch ``epoch`` starts; records each validation's loss and weights."""
+
+    def __init__(self, epoch: int, action):
+        self.epoch, self.action, self.validated = epoch, action, []
+
+    def on_validation_end(self, trainer, pl_module):
+        if not trainer.sanity_checking:
+            state = {k: v.detach().clone() for k, v in pl_module.module.state_dict().items()}
+            self.validated.append((float(trainer.callback_metrics["validation_loss"]), state))
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        if trainer.current_epoch == self.epoch:
+            self.action(pl_module)
+
+
+@pytest.fixture(autouse=True)
+def _keep_global_seed():
+    seed = scvi.settings.seed
+    yield
+    scvi.settings.seed = seed
+
+
+# ---------------------------------------------------------------- arguments and the split
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"max_epochs": 0}, r"max_epochs must be a positive integer .*got 0"),  # bug 9
+        ({"max_epochs": -1}, r"max_epochs must be a positive integer .*got -1"),
+        ({"max_epochs": 1.5}, r"max_epochs must be a positive integer .*got 1.5"),
+        ({"train_size": 1.5}, r"train_size must be in \(0, 1\], got 1.5"),  # bug 5
+        ({"validation_size": -0.2}, r"validation_size must be in \[0, 1\) or None, got -0.2"),
+        ({"batch_size": 2.5}, r"batch_size must be a positive integer, got 2.5"),
+        ({"lr": float("nan")}, r"lr must be a positive number"),
+        ({"holdout": "NK"}, r"holdout must be a dict of obs column -> value"),
+        ({"holdout": {"cell_type": "Plasma"}}, r"matches no cell"),
+        ({"holdout": [{"condition": c} for c in ("control", "IFNB", "TNF", "IFNB+TNF")]}, r"covers all 96 cells"),
+        ({"holdout": {"dose": 1}}, r"names unknown obs column\(s\) \['dose'\]"),
+        ({"batch_size": 500}, r"batch_size=500 is larger than the 86 training cells"),
+        ({"ckpt_path": "nowhere.ckpt"}, r"ckpt_path 'nowhere.ckpt' is not a file"),
+    ],
+)
+def test_bad_arguments_name_the_cause(kwargs, match):
+    model = small_model(setup(data()))
+    scale, mean = model.module.x_scale.clone(), model.module.x_mean.clone()
+    with pytest.raises((ValueError, TypeError, KeyError, FileNotFoundError), match=match):
+        model.train(**({"max_epochs": 1, "batch_size": 16} | kwargs))
+    assert not model.is_trained_  # nothing was marked trained
+    assert torch.equal(model.module.x_scale, scale) and torch.equal(model.module.x_mean, mean)  # nor rescaled
+
+
+def test_holdout_is_the_test_set_and_values_are_typed():
+    adata = setup(data())
+    model = quiet_train(small_model(adata), holdout=[HOLDOUT], batch_size=16)
+    held = ((adata.obs.cell_type == "NK") & (adata.obs.condition == "IFNB+TNF")).to_numpy()
+    assert set(model.test_indices_) == set(np.nonzero(held)[0])
+    assert not set(model.train_indices_) & set(model.test_indices_)
+    codes = set(model.train_conditions_)
+    table = model.condition_table
+    assert len(codes) == 11 and table.index_of(table.encode(HOLDOUT)[1]) not in codes
+    adata.obs["dose"] = np.tile([1.0, 10.0], adata.n_obs // 2)
+    numeric = quiet_train(small_model(adata), holdout={"dose": 10}, batch_size=16)  # 10 matches 10.0
+    assert len(numeric.test_indices_) == adata.n_obs // 2
+
+
+def test_training_reduces_loss(adata):
+    setup(adata)
+    model = quiet_train(small_model(adata), max_epochs=5)
+    loss = model.history["train_loss"]["train_loss"].to_numpy(dtype=float)
+    assert loss[-1] < loss[0]
+
+
+def test_an_error_in_training_surfaces_as_it_is(capsys):
+    """scvi-tools prints "Exception raised during training. <class 'NameError'>" before re-raising; we do not."""
+
+    class Boom(Callback):
+        def on_train_epoch_start(self, trainer, pl_module):
+            raise ZeroDivisionError("boom")
+
+    model = small_model(setup(data()))
+    with pytest.raises(ZeroDivisionError, match="boom"):
+        train(model, max_epochs=1, callbacks=[Boom()])
+    assert "NameError" not in capsys.readouterr().out
+
+
+def test_train_prints_no_library_chatter(capfd, caplog):
+    """Progress and loss, not Lightning's device lines, tips or library-internal deprecations; verbose brings them."""
+    caplog.set_level(logging.INFO)
+    model = small_model(setup(data()))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.train(max_epochs=1, batch_size=16, enable_progress_bar=False)
+    shown = "".join(capfd.readouterr()) + caplog.text + " ".join(str(w.message) for w in caught)
+    for chatter in ("GPU available", "TPU available", "litlogger", "deprecated"):
+        assert chatter not in shown
+    caplog.clear()
+    model.train(max_epochs=1, batch_size=16, enable_progress_bar=False, verbose=True)
+    assert "GPU available" in caplog.text
+
+
+# ---------------------------------------------------------------- divergence and interruption
+
+
+def _poison(pl_module):
+    with torch.no_grad():
+        next(pl_module.module.parameters()).fill_(float("nan"))
+
+
+def test_non_finite_loss_stops_with_where_and_keeps_best_weights():
+    model = small_model(setup(data()))
+    spy = AtEpoch(1, _poison)
+    with pytest.raises(
+        NonFiniteLossError, match=r"training loss became nan at epoch 1, step 5 \(batch 0\)"
+    ) as info:
+        train(model, max_epochs=3, callbacks=[spy])
+    assert "reset to the weights of epoch 0" in " ".join(getattr(info.value, "__notes__", []))
+    assert all(torch.isfinite(v).all() for v in model.module.state_dict().values() if v.is_floating_point())
+    assert same_weights(weights(model), spy.validated[0][1])
+
+
+def _interrupt(pl_module):
+    raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("keep_best", [True, False])
+def test_keyboard_interrupt_keeps_best_weights(keep_best):
+    scvi.settings.seed = 0
+    model = small_model(setup(data()))
+    spy = AtEpoch(2, _interrupt)
+    handler = signal.getsignal(signal.SIGINT)
+    match = (
+        r"keeps the weights of epoch [01] \(validation_loss="
+        if keep_best
+        else r"keeps its last weights \(after 2 epochs\)"
+    )
+    with pytest.raises(KeyboardInterrupt, match=match):
+        train(model, max_epochs=4, lr=1e-2, callbacks=[spy], keep_best=keep_best)
+    assert signal.getsignal(signal.SIGINT) is handler  # Lightning's SIG_IGN is undone
+    assert len(spy.validated) == 2
+    losses = [loss for loss, _ in spy.validated]
+    expected = spy.validated[int(np.argmin(losses))][1] if keep_best else spy.validated[-1][1]
+    assert same_weights(weights(model), expected)
+    assert not model.module.training
+    model.predict_perturbation(HOLDOUT, n_cells=3, seed=0)
+
+
+def test_resume_from_checkpoint(tmp_path):
+    scvi.settings.seed = 0
+    first = train(small_model(setup(data())), max_epochs=1, checkpoint_dir=str(tmp_path))
+    ckpt = tmp_path / "last.ckpt"
+    assert ckpt.is_file()
+    saved = torch.load(ckpt, map_location="cpu", weights_only=False)
+    assert saved["epoch"] == 0
+    assert "optimizer_states" in saved
+    assert "lr_schedulers" in saved
+
+    class AtStart(Callback):
+        def on_train_start(self, trainer, pl_module):
+            self.epoch, self.state = trainer.current_epoch, weights(pl_module)
+
+    scvi.settings.seed = 0
+    model, start = small_model(setup(data())), AtStart()
+    train(model, max_epochs=2, ckpt_path=str(ckpt), callbacks=[start])
+    assert start.epoch == 1  # continues after the checkpointed epoch
+    assert same_weights(start.state, weights(first))
+    assert list(model.history["train_loss"].index) == [1]  # only the remaining epoch ran
+    assert model.is_trained_
+
+
+# ---------------------------------------------------------------- reproducibility and scale
+
+
+def test_same_seed_same_predictions_other_seed_differs():
+    def run(seed):
+        scvi.settings.seed = seed
+        model = train(small_model(setup(data())), max_epochs=1)
+        return model.predict_perturbation(HOLDOUT, n_cells=8, seed=0).X
+
+    a, b, c = run(1), run(1), run(2)
+    np.testing.assert_array_equal(a, b)
+    assert np.abs(a - c).max() > 1e-3
+
+
+def test_train_from_backed_anndata(tmp_path):
+    """Only obsm is trained on: X stays on disk, read in chunks for the finiteness check and gene means."""
+    mem = data()
+    mem.write_h5ad(tmp_path / "a.h5ad")
+    adata = ad.read_h5ad(tmp_path / "a.h5ad", backed="r")
+    setup(adata)
+    model = train(small_model(adata), max_epochs=1)
+    assert adata.isbacked
+    assert not isinstance(adata.X, np.ndarray | sp.spmatrix)
+    np.testing.assert_allclose(model.gene_means_, mem.X.mean(0), rtol=1e-5)
+    np.testing.assert_allclose(column_means(adata.X, chunk=7), mem.X.mean(0), rtol=1e-5)
+    pred = model.predict_perturbation(HOLDOUT, n_cells=5, seed=0)
+    assert pred.shape == (5, mem.n_vars)
+    assert np.isfinite(pred.X).all()
+
+
+# ---------------------------------------------------------------- several processes (Lightning DDP)
+
+DDP_SCRIPT = """
+import sys, warnings
+warnings.simplefilter("ignore")
+import numpy as np, torch
+torch.set_num_threads(1)
+import scflowlm
+from transformers import GPTNeoXConfig
+
+adata = scflowlm.data.synthetic_perturbation(n_cells_per_condition=8, n_genes=20, n_pcs=4, seed=0)
+scflowlm.CaLMFlowModel.setup_anndata(
+    adata, prompt_template="Generate a {cell_type} cell stimulated with {condition}:",
+    perturbation_key="condition", control_value="control",
+)
+config = GPTNeoXConfig(vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
+model = scflowlm.CaLMFlowModel(adata, n_time_points=4, n_space_tokens=2, backbone=config, n_latent=8, source="noise")
+model.train(max_epochs=2, batch_size=16, strategy="ddp", devices=2, accelerator="cpu", enable_progress_bar=False)
+rank = model.trainer.global_rank
+np.save(f"{sys.argv[1]}_train_cells_rank{rank}.npy", model.train_indices)
+print(f"rank {rank} of {model.trainer.world_size} done", flush=True)
+if model.trainer.is_global_zero:
+    model.save(sys.argv[1])
+"""
+
+
+@pytest.mark.slow
+def test_ddp_two_cpu_processes(tmp_path):
+    script = tmp_path / "train_ddp.py"
+    script.write_text(textwrap.dedent(DDP_SCRIPT))
+    proc = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "model")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    assert "rank 0 of 2 done" in out
+    assert "rank 1 of 2 done" in out
+    cells = [np.load(tmp_path / f"model_train_cells_rank{r}.npy") for r in (0, 1)]
+    assert len(cells[0]) == 86
+    assert np.array_equal(*cells)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = CaLMFlowModel.load(tmp_path / "model", adata=setup(data()))
+    pred = model.predict_perturbation(HOLDOUT, n_cells=5, seed=0)
+    assert model.is_trained_
+    assert pred.n_obs == 5
+    assert np.isfinite(pred.X).all()
