@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 import scanpy as sc
 
+import scflowlm
 from scflowlm import tl
 
 KEYS = ["cell_type", "condition"]
@@ -50,7 +51,7 @@ def load(path: Path) -> sc.AnnData:
 
 
 def run(adata: sc.AnnData, cell_types: list[str], spaces: list[str], seed: int) -> pd.DataFrame:
-    clf = tl.fit_leiden_classifier(adata.obsm["X_pca"], seed=seed)
+    clf = scflowlm.metrics.fit_leiden_classifier(adata.obsm["X_pca"], seed=seed)
     print(f"Leiden: {clf.n_clusters} clusters, MLP held-out accuracy {clf.accuracy:.3f}")
     rows = []
     for ct in cell_types:

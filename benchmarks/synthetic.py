@@ -7,7 +7,7 @@ Experiments (``--experiment``):
 - ``temperature``: tau in {0, 0.25, 0.5, 1, 2}, with the variational head (cvae, paper) and without (paper figure 4);
 - ``timepoints``: N in {4, 8, 16} time points (paper figure 8).
 
-Scores: exact 2-Wasserstein (``tl.wasserstein``) and MMD (``tl.mmd``, the paper's RBF kernel) between generated and
+Scores: exact 2-Wasserstein (``metrics.wasserstein``) and MMD (``metrics.mmd``, the paper's RBF kernel) between generated and
 held-out target samples in the embedding space, mean +- sd over seeds.
 
 Examples
@@ -98,9 +98,9 @@ def run_one(method: str, data: str, dim: int, seed: int, *, quick: bool, epochs:
         model.train(batch_size=128, enable_progress_bar=False, **train)
     gen = model.sample(500, seed=seed, temperature=temperature).obsm["X_pca"]
     return {
-        "W2": scflowlm.tl.wasserstein(gen, test, space="raw"),
-        "MMD": scflowlm.tl.mmd(gen, test, space="raw"),
-        "MMD (median)": scflowlm.tl.mmd(gen, test, space="raw", gamma="median"),
+        "W2": scflowlm.metrics.wasserstein(gen, test),
+        "MMD": scflowlm.metrics.mmd(gen, test),
+        "MMD (median)": scflowlm.metrics.mmd(gen, test, gamma="median"),
         "train s": t.s,
     }
 

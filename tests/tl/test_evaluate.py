@@ -7,6 +7,7 @@ import pytest
 from helpers import HOLDOUT
 from scipy import stats
 
+import scflowlm
 from scflowlm import tl
 
 KEYS = ["cell_type", "condition"]
@@ -115,7 +116,7 @@ def test_umap_space_and_leiden(toy):
     cond = {"cell_type": "A", "condition": "stim"}
     ref, half = tl.baseline_real_vs_real(toy, conditions=cond, condition_keys=KEYS, seed=0)
     ctrl = tl.baseline_control_mean(toy, conditions=cond, **KW)
-    clf = tl.fit_leiden_classifier(ref.obsm["X_pca"], seed=0)
+    clf = scflowlm.metrics.fit_leiden_classifier(ref.obsm["X_pca"], seed=0)
     metrics = ["mmd", "leiden_kl", "inception_score"]
     good = tl.evaluate(ref, half, metrics=metrics, leiden_classifier=clf, **KW).iloc[0]
     bad = tl.evaluate(ref, ctrl, metrics=metrics, leiden_classifier=clf, **KW).iloc[0]

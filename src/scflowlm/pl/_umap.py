@@ -8,8 +8,9 @@ import numpy as np
 from anndata import AnnData
 
 from .._constants import SOURCE_OBSM
+from ..metrics._utils import _dense, _rng, _subsample_idx
 from ..tl._embedding import _pca_coords, joint_embedding
-from ..tl._utils import _dense, _match_mask, _rng, _subsample_idx
+from ..tl._utils import _match_mask
 from ._utils import _finish, _new_ax
 
 if TYPE_CHECKING:

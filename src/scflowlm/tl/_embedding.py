@@ -10,7 +10,8 @@ import scanpy as sc
 from anndata import AnnData
 from sklearn.utils.extmath import randomized_svd
 
-from ._utils import _as_array, _dense, _mean
+from ..metrics._utils import _dense
+from ._utils import _as_array, _mean
 
 if TYPE_CHECKING:
     Space = Literal["umap", "pca", "raw"]

@@ -3,25 +3,35 @@
 from __future__ import annotations
 
 import logging
-from functools import partial
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
 
-from ._correlations import mean_correlations, top_de_genes
-from ._distances import adaptive_mmd, edistance, mmd, wasserstein
-from ._embedding import _pca_coords, joint_embedding
-from ._leiden import _cluster_distribution, _kl, fit_leiden_classifier, inception_score
 from .._constants import EVALUATE_KEY, UNS_KEY
-from ._utils import _check_keys, _conditions_in, _dense, _match_mask, _resolve_keys, _rng, _subsample_idx
+from .._docs import doc_params
+from ..metrics import (
+    adaptive_mmd,
+    edistance,
+    fit_leiden_classifier,
+    inception_score,
+    mean_correlations,
+    mmd,
+    wasserstein,
+)
+from ..metrics._leiden import _cluster_distribution, _kl
+from ..metrics._utils import _dense, _rng, _subsample_idx
+from ._de import top_de_genes
+from ._embedding import _pca_coords, joint_embedding
+from ._utils import _check_keys, _conditions_in, _match_mask, _resolve_keys
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
     from anndata import AnnData
 
-    from ._leiden import LeidenClassifier
+    from ..metrics import LeidenClassifier
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +74,55 @@ def _resolve_metrics(metrics: str | Sequence[str] | None) -> list[str]:
     return out
 
 
+@dataclass
+class _Condition:
+    """The cells of one evaluated condition: real, predicted, and the real controls of its context."""
+
+    real: np.ndarray  # boolean masks over adata_real / adata_pred
+    pred: np.ndarray
+    control: np.ndarray | None  # None for a control condition or fewer than 2 controls
+
+
+def _correlations(adata_real, adata_pred, cells: _Condition, wanted, *, n_top_de, de_method) -> dict[str, float]:
+    """Correlations of means on all genes, then on the top DE genes of the real condition (suffix ``_de``)."""
+    xr, xp = adata_real.X[cells.real], adata_pred.X[cells.pred]
+    xc = adata_real.X[cells.control] if cells.control is not None else None
+    row = mean_correlations(xr, xp, control=xc)
+    if any(m.endswith("_de") for m in wanted) and cells.control is not None and cells.real.sum() >= 2:
+        de = top_de_genes(adata_real, target=cells.real, reference=cells.control, n_genes=n_top_de, method=de_method)
+        row |= {f"{k}_de": v for k, v in mean_correlations(xr, xp, control=xc, genes=de).items()}
+    return row
+
+
+def _distances(real, pred, wanted, *, space, gamma, w2_method, max_cells, n_umap, seed, subsample_seed) -> dict:
+    """The distribution distances in ``space``, each set subsampled to ``max_cells`` first."""
+    rng = _rng(subsample_seed)
+    a, b = real[_subsample_idx(len(real), max_cells, rng)], pred[_subsample_idx(len(pred), max_cells, rng)]
+    if len(a) < 2 or len(b) < 2:
+        return {}
+    if space == "umap":
+        a, b = joint_embedding(a, b, space="umap", n_components=n_umap, seed=seed)
+    funcs = {
+        "mmd": lambda: mmd(a, b, gamma=gamma, seed=seed),
+        "adaptive_mmd": lambda: adaptive_mmd(a, b),
+        "wasserstein": lambda: wasserstein(a, b, method=w2_method),
+        "edistance": lambda: edistance(a, b),
+    }
+    return {m: funcs[m]() for m in wanted if m in funcs}
+
+
+def _leiden(clf: LeidenClassifier, real_labels: np.ndarray, pred: np.ndarray, wanted) -> dict[str, float]:
+    """Leiden-cluster KL of the predicted vs the real cells, and the inception score of the predicted ones."""
+    out = {}
+    if "leiden_kl" in wanted:
+        p = _cluster_distribution(real_labels, clf.n_clusters)
+        out["leiden_kl"] = _kl(p, _cluster_distribution(clf.predict(pred), clf.n_clusters), 1e-6)
+    if "inception_score" in wanted:
+        out["inception_score"] = inception_score(pred, classifier=clf)
+    return out
+
+
+@doc_params()
 def evaluate(
     adata_real: AnnData,
     adata_pred: AnnData,
@@ -97,15 +156,16 @@ def evaluate(
 
     - correlations of mean expression over all genes (``X``): ``r2`` (Pearson r squared, as the paper's
       tables), ``r2_score`` (coefficient of determination), ``pearson``, ``spearman`` and ``pearson_delta``
-      (Pearson r of the change from the control mean; :func:`scflowlm.tl.mean_correlations`);
+      (Pearson r of the change from the control mean; :func:`scflowlm.metrics.mean_correlations`);
     - the same on the ``n_top_de`` top DE genes of the real condition against its control cells
       (:func:`scflowlm.tl.top_de_genes`, ``de_method``), suffix ``_de``;
     - distribution distances between the real and predicted cells of the condition, each set subsampled to
-      ``max_cells`` (``seed``): ``mmd``, ``adaptive_mmd``, ``wasserstein``, ``edistance``. They are computed in
-      ``space``: ``"umap"`` (paper: a 10-D UMAP fitted on the condition's real + predicted cells, from their
-      PCA coordinates), ``"pca"`` (the PCA coordinates) or ``"raw"`` (genes of ``X``);
+      ``max_cells`` (``seed``): ``mmd``, ``adaptive_mmd``, ``wasserstein``, ``edistance``
+      (:mod:`scflowlm.metrics`), computed in ``space``: ``"umap"`` (paper: a 10-D UMAP fitted on the
+      condition's real + predicted cells, from their PCA coordinates), ``"pca"`` (the PCA coordinates) or
+      ``"raw"`` (genes of ``X``);
     - ``leiden_kl`` and ``inception_score``: a Leiden clustering (``leiden_resolution``) of all real cells in
-      PCA space and an MLP trained on it (:func:`scflowlm.tl.fit_leiden_classifier`), fitted once; the
+      PCA space and an MLP trained on it (:func:`scflowlm.metrics.fit_leiden_classifier`), fitted once; the
       predicted cells of each condition are classified and compared with the real cells of the condition.
 
     PCA coordinates: real cells from ``adata_real.obsm[rep]``; predicted cells from ``adata_pred.obsm[rep]``
@@ -133,7 +193,7 @@ def evaluate(
     metrics
         Metric names and/or groups (``"correlation"``, ``"distribution"``, ``"leiden"``, ``"all"``); all if None.
     space
-        Space of the distribution distances.
+        %(space)s
     rep
         obsm key of the PCA coordinates (default: the ``obsm_key`` the prediction records, else ``"X_pca"``).
     n_top_de
@@ -143,28 +203,30 @@ def evaluate(
     max_cells
         Subsample size per set for the distribution metrics (O(n^2) memory and time). None keeps all.
     mmd_gamma
-        RBF ``gamma`` of :func:`scflowlm.tl.mmd`; None: 1 (paper) in ``"umap"`` space, ``"median"`` otherwise.
+        RBF ``gamma`` of :func:`scflowlm.metrics.mmd`; None: 1 (paper) in ``"umap"`` space, ``"median"`` otherwise.
     w2_method
-        ``"exact"`` or ``"sinkhorn"`` (:func:`scflowlm.tl.wasserstein`).
+        ``"exact"`` or ``"sinkhorn"`` (:func:`scflowlm.metrics.wasserstein`).
     n_umap_components
         Dimensions of the joint UMAP.
     leiden_resolution
         Resolution of the Leiden clustering.
     leiden_classifier
-        A classifier already fitted (:func:`scflowlm.tl.fit_leiden_classifier`) on the real PCA coordinates,
+        A classifier already fitted (:func:`scflowlm.metrics.fit_leiden_classifier`) on the real PCA coordinates,
         to reuse across calls; the real cells' clusters are then its predictions.
     include_controls
         Also evaluate control conditions (their change and DE metrics are NaN).
     seed
         Seed of subsampling, UMAP, Leiden and the classifier.
     key_added
-        The table is stored in ``adata_pred.uns[key_added]`` (not stored if None).
+        Where the table is stored in ``adata_pred.uns`` (not stored if None).
 
     Returns
     -------
     DataFrame with one row per condition: the ``condition_keys`` columns, ``n_real``, ``n_pred``, then one
-    column per metric. Also written to ``adata_pred.uns["scflowlm_evaluate" | key_added]``, which
-    :func:`scflowlm.pl.evaluate` plots.
+    column per metric.
+
+    Writes ``adata_pred.uns["scflowlm_evaluate" | key_added]``: the same table (pandas DataFrame), which
+    :func:`scflowlm.pl.evaluate` plots. Nothing else is written; ``adata_real`` is not changed.
     """
     keys, perturbation_key, control_value = _resolve_keys(
         adata_pred, adata_real, condition_keys=condition_keys, perturbation_key=perturbation_key,
@@ -183,7 +245,6 @@ def evaluate(
         msg = "adata_real and adata_pred must have the same var_names (same order)"
         raise ValueError(msg)
     context_keys = [k for k in keys if k != perturbation_key]
-
     if conditions is None:
         real_set = {tuple(c.values()) for c in _conditions_in(adata_real.obs, keys)}
         conditions = [c for c in _conditions_in(adata_pred.obs, keys) if tuple(c.values()) in real_set]
@@ -191,75 +252,38 @@ def evaluate(
             conditions = [c for c in conditions if str(c[perturbation_key]) != str(control_value)]
     conditions = [{k: str(c[k]) for k in keys} for c in conditions]
 
-    need_pca = any(m in DISTRIBUTION_METRICS + LEIDEN_METRICS for m in wanted)
     pca_real = pca_pred = None
-    if need_pca:
+    if any(m in DISTRIBUTION_METRICS + LEIDEN_METRICS for m in wanted):
         pca_real, pca_pred = _pca_coords(adata_real, adata_pred, rep=rep)  # (n_real, k), (n_pred, k)
-
     clf = real_labels = None
-    if any(m in LEIDEN_METRICS for m in wanted) and leiden_classifier is not None:
-        clf = leiden_classifier
-        real_labels = clf.predict(pca_real)
-    elif any(m in LEIDEN_METRICS for m in wanted):
-        clf = fit_leiden_classifier(pca_real, resolution=leiden_resolution, seed=seed)
-        real_labels = clf.labels if len(clf.labels) == len(pca_real) else clf.predict(pca_real)
+    if any(m in LEIDEN_METRICS for m in wanted):
+        clf = leiden_classifier or fit_leiden_classifier(pca_real, resolution=leiden_resolution, seed=seed)
+        real_labels = clf.labels if len(clf.labels) == len(pca_real) and leiden_classifier is None else clf.predict(pca_real)
         logger.info("Leiden: %d clusters, classifier accuracy %.3f", clf.n_clusters, clf.accuracy)
-
     gamma = mmd_gamma if mmd_gamma is not None else (1.0 if space == "umap" else "median")
+
     rows = []
     for i, cond in enumerate(conditions):
-        m_real = _match_mask(adata_real.obs, cond)
-        m_pred = _match_mask(adata_pred.obs, cond)
-        row: dict[str, Any] = dict(cond)
-        row["n_real"], row["n_pred"] = int(m_real.sum()), int(m_pred.sum())
-        if row["n_real"] == 0 or row["n_pred"] == 0:
-            rows.append(row)
-            continue
-        is_control = cond[perturbation_key] == str(control_value)
-        ctrl = {k: cond[k] for k in context_keys} | {perturbation_key: str(control_value)}
-        m_ctrl = _match_mask(adata_real.obs, ctrl)
-        has_ctrl = (not is_control) and m_ctrl.sum() >= 2
-
-        if any(m in CORRELATION_METRICS for m in wanted):
-            xr, xp = adata_real.X[m_real], adata_pred.X[m_pred]
-            xc = adata_real.X[m_ctrl] if has_ctrl else None
-            row.update(mean_correlations(xr, xp, control=xc))
-            if any(m.endswith("_de") for m in wanted) and has_ctrl and row["n_real"] >= 2:
-                de = top_de_genes(adata_real, target=m_real, reference=m_ctrl, n_genes=n_top_de, method=de_method)
-                row.update({f"{k}_de": v for k, v in mean_correlations(xr, xp, control=xc, genes=de).items()})
-
-        dist = [m for m in wanted if m in DISTRIBUTION_METRICS]
-        if dist:
-            rng = _rng(seed + i)
-            if space == "raw":
-                a = _dense(adata_real.X[np.flatnonzero(m_real)])
-                b = _dense(adata_pred.X[np.flatnonzero(m_pred)])
-            else:
-                a, b = pca_real[m_real], pca_pred[m_pred]
-            a = a[_subsample_idx(len(a), max_cells, rng)]
-            b = b[_subsample_idx(len(b), max_cells, rng)]
-            if len(a) >= 2 and len(b) >= 2:
-                if space == "umap":
-                    a, b = joint_embedding(a, b, space="umap", n_components=n_umap_components, seed=seed)
-                kw = {"space": "raw", "max_cells": None}
-                funcs = {
-                    "mmd": partial(mmd, gamma=gamma, **kw),
-                    "adaptive_mmd": partial(adaptive_mmd, **kw),
-                    "wasserstein": partial(wasserstein, method=w2_method, **kw),
-                    "edistance": partial(edistance, **kw),
-                }
-                row.update({m: funcs[m](a, b) for m in dist})
-
-        if clf is not None:
-            p = _cluster_distribution(real_labels[m_real], clf.n_clusters)
-            q = _cluster_distribution(clf.predict(pca_pred[m_pred]), clf.n_clusters)
-            if "leiden_kl" in wanted:
-                row["leiden_kl"] = _kl(p, q, 1e-6)
-            if "inception_score" in wanted:
-                row["inception_score"] = inception_score(pca_pred[m_pred], classifier=clf)
+        m_real, m_pred = _match_mask(adata_real.obs, cond), _match_mask(adata_pred.obs, cond)
+        row: dict[str, Any] = dict(cond) | {"n_real": int(m_real.sum()), "n_pred": int(m_pred.sum())}
+        if row["n_real"] and row["n_pred"]:
+            ctrl = _match_mask(adata_real.obs, {k: cond[k] for k in context_keys} | {perturbation_key: str(control_value)})
+            is_control = cond[perturbation_key] == str(control_value)
+            cells = _Condition(m_real, m_pred, ctrl if not is_control and ctrl.sum() >= 2 else None)
+            if any(m in CORRELATION_METRICS for m in wanted):
+                row |= _correlations(adata_real, adata_pred, cells, wanted, n_top_de=n_top_de, de_method=de_method)
+            if any(m in DISTRIBUTION_METRICS for m in wanted):
+                if space == "raw":
+                    real, pred = _dense(adata_real.X[np.flatnonzero(m_real)]), _dense(adata_pred.X[np.flatnonzero(m_pred)])
+                else:
+                    real, pred = pca_real[m_real], pca_pred[m_pred]
+                row |= _distances(real, pred, wanted, space=space, gamma=gamma, w2_method=w2_method,
+                                  max_cells=max_cells, n_umap=n_umap_components, seed=seed, subsample_seed=seed + i)
+            if clf is not None:
+                row |= _leiden(clf, real_labels[m_real], pca_pred[m_pred], wanted)
         rows.append(row)
-
     df = pd.DataFrame(rows, columns=[*keys, "n_real", "n_pred", *wanted])
     if key_added is not None:
         adata_pred.uns[key_added] = df
     return df
+

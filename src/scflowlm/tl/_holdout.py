@@ -6,7 +6,8 @@ import warnings
 from typing import TYPE_CHECKING, Any
 
 from .._warnings import ScflowlmWarning
-from ._utils import _check_keys, _rng
+from ..metrics._utils import _rng
+from ._utils import _check_keys
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence

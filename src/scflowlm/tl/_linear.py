@@ -9,8 +9,9 @@ import numpy as np
 import pandas as pd
 
 from .._constants import UNS_KEY
+from ..metrics._utils import _dense
 from ._baselines import _record
-from ._utils import _check_keys, _conditions_in, _dense, _match_mask, _mean, _resolve_keys
+from ._utils import _check_keys, _conditions_in, _match_mask, _mean, _resolve_keys
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence

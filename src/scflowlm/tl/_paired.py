@@ -1,129 +1,53 @@
-"""Paired per-cell check: how much of each source cell's own position survives in its prediction."""
+"""Paired per-cell check of a prediction AnnData: how much of each source cell survives in its prediction."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import numpy as np
-import pandas as pd
-from anndata import AnnData
+from .._constants import SOURCE_OBSM, UNS_KEY
+from ..metrics import paired_identity as _paired_identity
+from ._utils import _as_array
 
-from .._constants import SOURCE_OBSM
-from ._utils import _as_array, _rng
+if TYPE_CHECKING:
+    from anndata import AnnData
 
+    from ..metrics import PairedIdentity
 
-@dataclass
-class PairedIdentity:
-    """Result of :func:`paired_identity`.
-
-    Attributes
-    ----------
-    per_dim
-        One row per direction: ``dim``, ``shift`` (mean shift of the prediction from the source in units of
-        the source standard deviation), ``corr`` (Pearson r across cells between source and prediction along
-        the direction), ``corr_shuffled`` (the same with the pairing permuted: a null near 0) and ``unmoved``
-        (whether the direction counts in the summary).
-    summary
-        ``mean_corr`` and ``median_corr`` over the unmoved directions, ``mean_corr_shuffled``, ``n_dims``.
-    """
-
-    per_dim: pd.DataFrame
-    summary: dict[str, float]
-
-
-def _colcorr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Pearson r of matching columns of a and b (n, d) -> (d,); NaN where a column is constant."""
-    a = a - a.mean(0)
-    b = b - b.mean(0)
-    den = np.sqrt((a * a).sum(0) * (b * b).sum(0))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(den > 0, (a * b).sum(0) / den, np.nan)
+__all__ = ["paired_identity"]
 
 
 def paired_identity(
-    x: AnnData | np.ndarray,
+    adata_pred: AnnData,
     *,
-    pred: np.ndarray | None = None,
     source_key: str = SOURCE_OBSM,
-    pred_key: str = "X_pca",
+    pred_key: str | None = None,
     mode: Literal["dims", "orthogonal"] = "dims",
     fraction: float = 0.5,
     seed: int = 0,
 ) -> PairedIdentity:
-    """Correlation across cells between source cells and their paired predictions, off the perturbation axis.
-
-    A perturbation model that maps each control cell to a perturbed cell should keep what the perturbation
-    does not change (the cell's own position along unaffected directions). For one predicted cell per source
-    cell, this measures, along directions the perturbation does not move, the Pearson correlation across cells
-    between the source coordinate and the predicted coordinate. A model that ignores its source (e.g. sampling
-    from noise) scores about 0; the identity map scores 1.
+    """:func:`scflowlm.metrics.paired_identity` of a control-source prediction: source cells vs their predictions.
 
     Parameters
     ----------
-    x
-        Source cells, cells x d array; or a prediction AnnData holding the source coordinates in
-        ``obsm[source_key]`` and the predictions in ``obsm[pred_key]`` (``X`` if ``pred_key`` is None).
-    pred
-        Predicted cells (cells x d, row i paired with source row i) when ``x`` is an array.
-    source_key, pred_key
-        obsm keys when ``x`` is AnnData.
-    mode
-        ``"dims"``: the coordinate axes; the ``fraction`` of them with the smallest standardised mean shift
-        ``|mean(pred_j) - mean(source_j)| / std(source_j)`` count as unmoved.
-        ``"orthogonal"``: the orthogonal complement of the mean shift vector, in the basis of the principal
-        axes of the source cells projected on it (d - 1 directions, all unmoved).
-    fraction
-        Part of the axes counted as unmoved in ``"dims"`` mode.
-    seed
-        Seed of the shuffled pairing (null reference).
+    adata_pred
+        A prediction with one cell per source cell: the source states in ``obsm[source_key]`` (as
+        ``predict_perturbation(..., source=...)`` writes them) and the predicted states in ``obsm[pred_key]``.
+    source_key
+        obsm key of the source states.
+    pred_key
+        obsm key of the predicted states (default: the ``obsm_key`` the prediction records, else ``"X_pca"``).
+    mode, fraction, seed
+        See :func:`scflowlm.metrics.paired_identity`.
 
     Returns
     -------
-    :class:`PairedIdentity` with the per-direction table and a summary.
+    :class:`~scflowlm.metrics.PairedIdentity` with the per-direction table and a summary.
     """
-    if isinstance(x, AnnData):
-        src = _as_array(x, source_key)
-        prd = _as_array(x, pred_key)
-    else:
-        if pred is None:
-            msg = "pass pred= (predicted cells paired with the rows of x) when x is an array"
-            raise ValueError(msg)
-        src, prd = _as_array(x), _as_array(pred)  # (n, d)
-    if src.shape != prd.shape:
-        msg = f"source and prediction shapes differ: {src.shape} != {prd.shape}"
-        raise ValueError(msg)
-    n, d = src.shape
-    shuffled = prd[_rng(seed).permutation(n)]  # (n, d) broken pairing
-    shift = prd.mean(0) - src.mean(0)  # (d,)
-    if mode == "dims":
-        sd = src.std(0)
-        z = np.abs(shift) / np.where(sd > 0, sd, np.inf)  # (d,)
-        n_keep = max(1, int(np.ceil(fraction * d)))
-        unmoved = np.zeros(d, dtype=bool)
-        unmoved[np.argsort(z, kind="stable")[:n_keep]] = True
-        a, b, c = src, prd, shuffled
-    elif mode == "orthogonal":
-        norm = np.linalg.norm(shift)
-        u = shift / norm if norm > 0 else np.zeros(d)  # (d,)
-        proj = np.eye(d) - np.outer(u, u)  # (d, d) projector on the complement
-        sp_ = (src - src.mean(0)) @ proj  # (n, d)
-        _, _, vt = np.linalg.svd(sp_, full_matrices=False)
-        basis = vt[: d - 1 if norm > 0 else d].T  # (d, k) principal axes within the complement
-        a, b, c = src @ basis, prd @ basis, shuffled @ basis  # (n, k)
-        z = np.abs(prd.mean(0) @ basis - src.mean(0) @ basis) / np.maximum(a.std(0), 1e-12)  # ~0
-        unmoved = np.ones(a.shape[1], dtype=bool)
-    else:
-        msg = f"mode must be 'dims' or 'orthogonal', not {mode!r}"
-        raise ValueError(msg)
-    corr, corr0 = _colcorr(a, b), _colcorr(a, c)  # (k,)
-    per_dim = pd.DataFrame(
-        {"dim": np.arange(len(corr)), "shift": z, "corr": corr, "corr_shuffled": corr0, "unmoved": unmoved}
+    if pred_key is None:
+        pred_key = adata_pred.uns.get(UNS_KEY, {}).get("obsm_key", "X_pca")
+    if source_key not in adata_pred.obsm:
+        msg = f"adata_pred.obsm[{source_key!r}] is missing: only a control-source prediction has source cells"
+        raise KeyError(msg)
+    return _paired_identity(
+        _as_array(adata_pred, source_key), _as_array(adata_pred, pred_key), mode=mode, fraction=fraction, seed=seed
     )
-    summary = {
-        "mean_corr": float(np.nanmean(corr[unmoved])),
-        "median_corr": float(np.nanmedian(corr[unmoved])),
-        "mean_corr_shuffled": float(np.nanmean(corr0[unmoved])),
-        "n_dims": int(unmoved.sum()),
-    }
-    return PairedIdentity(per_dim=per_dim, summary=summary)

@@ -1,32 +1,19 @@
-"""Private helpers shared by the tools (array access, subsampling, blockwise distances)."""
+"""Private helpers shared by the tools (AnnData access, condition masks, recorded keys)."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import scipy.sparse as sp
 from anndata import AnnData
 
 from .._constants import UNS_KEY
+from ..metrics._utils import _dense
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
     import pandas as pd
-
-#: rows per block in the blockwise pairwise computations (bounds memory to ``_BLOCK * m`` floats).
-_BLOCK = 2048
-
-
-def _dense(a: Any) -> np.ndarray:
-    """Dense float64 2-D array of ``a`` (sparse matrices are densified)."""
-    if sp.issparse(a):
-        a = a.toarray()
-    a = np.asarray(a, dtype=np.float64)
-    if a.ndim == 1:
-        a = a[:, None]
-    return a
 
 
 def _as_array(x: AnnData | np.ndarray, rep: str | None = None) -> np.ndarray:
@@ -46,23 +33,6 @@ def _as_array(x: AnnData | np.ndarray, rep: str | None = None) -> np.ndarray:
 def _mean(a: Any) -> np.ndarray:
     """Column means of a dense or sparse cells x features matrix, shape (features,)."""
     return np.asarray(a.mean(axis=0), dtype=np.float64).ravel()
-
-
-def _rng(seed: int | np.random.Generator | None) -> np.random.Generator:
-    return seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
-
-
-def _subsample_idx(n: int, max_n: int | None, rng: np.random.Generator) -> np.ndarray:
-    """Sorted indices of at most ``max_n`` of ``n`` items drawn without replacement."""
-    if max_n is None or n <= max_n:
-        return np.arange(n)
-    return np.sort(rng.choice(n, size=max_n, replace=False))
-
-
-def _sqdist(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Squared Euclidean distances, shape (n, m), clipped at 0."""
-    d = (x * x).sum(1)[:, None] + (y * y).sum(1)[None, :] - 2.0 * x @ y.T  # (n, m)
-    return np.maximum(d, 0.0)
 
 
 def _match_mask(obs: pd.DataFrame, condition: Mapping[str, Any]) -> np.ndarray:

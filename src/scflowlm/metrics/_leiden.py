@@ -11,7 +11,7 @@ import torch
 from anndata import AnnData
 from torch import nn
 
-from ._utils import _as_array, _rng, _subsample_idx
+from ._utils import _dense, _rng, _subsample_idx
 
 
 @dataclass
@@ -39,22 +39,21 @@ class LeidenClassifier:
     scale: np.ndarray
     net: nn.Module = field(repr=False)
 
-    def predict_proba(self, x: AnnData | np.ndarray, *, rep: str | None = None) -> np.ndarray:
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
         """Cluster probabilities p(y | x), shape (cells, n_clusters)."""
-        xa = (_as_array(x, rep) - self.mean) / self.scale  # (n, d)
+        xa = (_dense(x) - self.mean) / self.scale  # (n, d)
         with torch.no_grad():
             logits = self.net(torch.as_tensor(xa, dtype=torch.float32))  # (n, K)
             return torch.softmax(logits, dim=1).double().numpy()
 
-    def predict(self, x: AnnData | np.ndarray, *, rep: str | None = None) -> np.ndarray:
+    def predict(self, x: np.ndarray) -> np.ndarray:
         """Most likely cluster of each cell, shape (cells,)."""
-        return self.predict_proba(x, rep=rep).argmax(1)
+        return self.predict_proba(x).argmax(1)
 
 
 def fit_leiden_classifier(
-    x: AnnData | np.ndarray,
+    x: np.ndarray,
     *,
-    rep: str | None = None,
     resolution: float = 0.3,
     n_neighbors: int = 15,
     hidden: int = 128,
@@ -73,9 +72,7 @@ def fit_leiden_classifier(
     Parameters
     ----------
     x
-        Reference (real) cells: array (cells x features) or AnnData with ``rep``.
-    rep
-        ``obsm`` key (or layer) when ``x`` is AnnData; ``X`` if None.
+        Reference (real) cells, cells x features.
     resolution
         Leiden resolution.
     n_neighbors
@@ -96,7 +93,7 @@ def fit_leiden_classifier(
     The fitted :class:`LeidenClassifier`.
     """
     rng = _rng(seed)
-    xa = _as_array(x, rep)
+    xa = _dense(x)
     xa = xa[_subsample_idx(len(xa), max_cells, rng)]  # (n, d)
     tmp = AnnData(xa.astype(np.float32))
     with warnings.catch_warnings():
@@ -170,11 +167,10 @@ def _kl(p: np.ndarray, q: np.ndarray, eps: float) -> float:
 
 
 def leiden_kl(
-    x: AnnData | np.ndarray,
-    y: AnnData | np.ndarray,
+    x: np.ndarray,
+    y: np.ndarray,
     *,
     classifier: LeidenClassifier | None = None,
-    rep: str | None = None,
     eps: float = 1e-6,
     seed: int = 0,
     **fit_kwargs,
@@ -191,13 +187,11 @@ def leiden_kl(
     Parameters
     ----------
     x
-        Real cells (array or AnnData with ``rep``).
+        Real cells, cells x features.
     y
         Generated cells, in the same space.
     classifier
         A fitted :class:`LeidenClassifier`; fitted on ``x`` if None.
-    rep
-        ``obsm`` key (or layer) for AnnData inputs.
     eps
         Pseudo-frequency added to ``p_gen``.
     seed
@@ -210,20 +204,19 @@ def leiden_kl(
     KL divergence in nats (float).
     """
     if classifier is None:
-        classifier = fit_leiden_classifier(x, rep=rep, seed=seed, max_cells=None, **fit_kwargs)
+        classifier = fit_leiden_classifier(x, seed=seed, max_cells=None, **fit_kwargs)
         real_labels = classifier.labels
     else:
-        real_labels = classifier.predict(x, rep=rep)
+        real_labels = classifier.predict(x)
     p = _cluster_distribution(real_labels, classifier.n_clusters)
-    q = _cluster_distribution(classifier.predict(y, rep=rep), classifier.n_clusters)
+    q = _cluster_distribution(classifier.predict(y), classifier.n_clusters)
     return _kl(p, q, eps)
 
 
 def inception_score(
-    x: AnnData | np.ndarray,
+    x: np.ndarray,
     *,
     classifier: LeidenClassifier,
-    rep: str | None = None,
 ) -> float:
     """Inception score of generated cells under a Leiden classifier (paper, appendix A.1.1).
 
@@ -234,16 +227,14 @@ def inception_score(
     Parameters
     ----------
     x
-        Generated cells (array or AnnData with ``rep``).
+        Generated cells, cells x features.
     classifier
         A fitted :class:`LeidenClassifier` (for example fitted on the real cells).
-    rep
-        ``obsm`` key (or layer) for AnnData inputs.
 
     Returns
     -------
     Inception score (float).
     """
-    pyx = np.clip(classifier.predict_proba(x, rep=rep), 1e-12, 1.0)  # (n, K)
+    pyx = np.clip(classifier.predict_proba(x), 1e-12, 1.0)  # (n, K)
     py = pyx.mean(0, keepdims=True)  # (1, K)
     return float(np.exp(np.mean(np.sum(pyx * (np.log(pyx) - np.log(py)), axis=1))))

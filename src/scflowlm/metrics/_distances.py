@@ -1,4 +1,8 @@
-"""Distribution distances between two sets of cells: MMD, adaptive MMD, 2-Wasserstein, energy distance."""
+"""Distribution distances between two sets of cells: MMD, adaptive MMD, 2-Wasserstein, energy distance.
+
+Arrays in, numbers out: the sets are compared in the space they are given in (see
+:func:`scflowlm.tl.joint_embedding` for the paper's joint UMAP, and :func:`scflowlm.tl.evaluate`).
+"""
 
 from __future__ import annotations
 
@@ -8,54 +12,13 @@ import numpy as np
 import ot
 from sklearn.neighbors import NearestNeighbors
 
-from ._embedding import joint_embedding
-from ._utils import _BLOCK, _as_array, _rng, _sqdist, _subsample_idx
+from ._utils import _BLOCK, _rng, _sqdist, _subsample_idx, _two_sets
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
-    from anndata import AnnData
-
-    from ._embedding import Space
-
 #: RBF inverse bandwidths that CellFlow averages over (``compute_scalar_mmd``).
 CELLFLOW_GAMMAS: tuple[float, ...] = (2.0, 1.0, 0.5, 0.1, 0.01, 0.005)
-
-_SPACE_DOC = """space
-        Where the distance is computed: ``"umap"`` (default, as in the paper: a joint 10-D UMAP of ``x`` and
-        ``y``), ``"pca"`` (joint PCA of ``x`` and ``y``) or ``"raw"`` (the features as given); see
-        :func:`scflowlm.tl.joint_embedding`.
-    rep
-        ``obsm`` key (or layer) when ``x``/``y`` are AnnData; ``X`` if None.
-    max_cells
-        Each set is subsampled (without replacement, ``seed``) to at most this many cells before embedding;
-        this bounds the O(n^2) time and memory. None keeps all cells.
-    seed
-        Seed of the subsampling and of the UMAP layout.
-    embedding_kwargs
-        Passed to :func:`scflowlm.tl.joint_embedding` (``n_components``, ``n_pcs``, ``n_neighbors``)."""
-
-
-def _prepare(
-    x: AnnData | np.ndarray,
-    y: AnnData | np.ndarray,
-    *,
-    space: Space,
-    rep: str | None,
-    max_cells: int | None,
-    seed: int,
-    embedding_kwargs: dict | None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Subsample, then embed jointly: returns arrays (n, k) and (m, k)."""
-    rng = _rng(seed)
-    xa, ya = _as_array(x, rep), _as_array(y, rep)
-    xa = xa[_subsample_idx(len(xa), max_cells, rng)]
-    ya = ya[_subsample_idx(len(ya), max_cells, rng)]
-    if len(xa) < 2 or len(ya) < 2:
-        msg = f"need at least 2 cells in each set, got {len(xa)} and {len(ya)}"
-        raise ValueError(msg)
-    return joint_embedding(xa, ya, space=space, seed=seed, **(embedding_kwargs or {}))
-
 
 def _block_sums(
     x: np.ndarray,
@@ -100,15 +63,11 @@ def _median_gamma(x: np.ndarray, y: np.ndarray, seed: int = 0) -> float:
 
 
 def mmd(
-    x: AnnData | np.ndarray,
-    y: AnnData | np.ndarray,
+    x: np.ndarray,
+    y: np.ndarray,
     *,
     gamma: float | Sequence[float] | Literal["median", "cellflow"] = 1.0,
-    space: Space = "umap",
-    rep: str | None = None,
-    max_cells: int | None = 2000,
     seed: int = 0,
-    embedding_kwargs: dict | None = None,
 ) -> float:
     """Maximum mean discrepancy (squared, unbiased) with an RBF kernel.
 
@@ -124,20 +83,19 @@ def mmd(
     Parameters
     ----------
     x, y
-        Two sets of cells (cells x features arrays, or AnnData with ``rep``).
+        Two sets of cells, cells x features arrays (dense or sparse).
     gamma
         Inverse squared bandwidth(s). ``"cellflow"`` = (2, 1, 0.5, 0.1, 0.01, 0.005); ``"median"`` =
         1 / median squared distance between the pooled cells (scale-free; suits PCA spaces, where
         ``gamma = 1`` makes every cross term vanish).
-    {space}
+    seed
+        Seed of the subsample that sets the ``"median"`` bandwidth.
 
     Returns
     -------
     MMD^2 estimate (float).
     """
-    xe, ye = _prepare(
-        x, y, space=space, rep=rep, max_cells=max_cells, seed=seed, embedding_kwargs=embedding_kwargs
-    )
+    xe, ye = _two_sets(x, y)
     if isinstance(gamma, str):
         if gamma == "median":
             gammas = np.array([_median_gamma(xe, ye, seed)])
@@ -156,15 +114,10 @@ def mmd(
 
 
 def adaptive_mmd(
-    x: AnnData | np.ndarray,
-    y: AnnData | np.ndarray,
+    x: np.ndarray,
+    y: np.ndarray,
     *,
     k: int = 20,
-    space: Space = "umap",
-    rep: str | None = None,
-    max_cells: int | None = 2000,
-    seed: int = 0,
-    embedding_kwargs: dict | None = None,
 ) -> float:
     """MMD^2 (unbiased) with the paper's adaptive-bandwidth RBF kernel.
 
@@ -175,18 +128,15 @@ def adaptive_mmd(
     Parameters
     ----------
     x, y
-        Two sets of cells.
+        Two sets of cells, cells x features arrays (dense or sparse).
     k
         Neighbour that sets each cell's bandwidth (the CaLMFlow code uses 20); at most n + m - 1.
-    {space}
 
     Returns
     -------
     Adaptive MMD^2 estimate (float).
     """
-    xe, ye = _prepare(
-        x, y, space=space, rep=rep, max_cells=max_cells, seed=seed, embedding_kwargs=embedding_kwargs
-    )
+    xe, ye = _two_sets(x, y)
     z = np.concatenate([xe, ye])  # (n + m, d)
     kk = int(min(k, len(z) - 1))
     dist, _ = NearestNeighbors(n_neighbors=kk + 1).fit(z).kneighbors(z)  # (n + m, kk + 1), self first
@@ -201,16 +151,11 @@ def adaptive_mmd(
 
 
 def wasserstein(
-    x: AnnData | np.ndarray,
-    y: AnnData | np.ndarray,
+    x: np.ndarray,
+    y: np.ndarray,
     *,
     method: Literal["exact", "sinkhorn"] = "exact",
     reg: float = 0.05,
-    space: Space = "umap",
-    rep: str | None = None,
-    max_cells: int | None = 2000,
-    seed: int = 0,
-    embedding_kwargs: dict | None = None,
 ) -> float:
     """2-Wasserstein distance between the empirical distributions of two sets of cells.
 
@@ -220,24 +165,21 @@ def wasserstein(
     Parameters
     ----------
     x, y
-        Two sets of cells.
+        Two sets of cells, cells x features arrays (dense or sparse).
     method
         ``"exact"``: network simplex (:func:`ot.emd2`). ``"sinkhorn"``: entropic coupling
         (:func:`ot.sinkhorn`; log domain when the plain kernel would underflow) with ``epsilon = reg * mean(cost)``; the value returned is the square
         root of the transport cost of that coupling (no entropy term), an upper bound of the exact W2 that
         approaches it as ``reg`` goes to 0 (at most 1000 iterations; in 10-D with ``reg = 0.05`` it is about 15%
-        above the exact value, at half its time for 3000 cells per set: prefer ``"exact"`` with ``max_cells``).
+        above the exact value, at half its time for 3000 cells per set: prefer ``"exact"`` on subsampled sets).
     reg
         Relative entropic regularisation (``"sinkhorn"`` only).
-    {space}
 
     Returns
     -------
     W2 (float, in the units of the space).
     """
-    xe, ye = _prepare(
-        x, y, space=space, rep=rep, max_cells=max_cells, seed=seed, embedding_kwargs=embedding_kwargs
-    )
+    xe, ye = _two_sets(x, y)
     cost = _sqdist(xe, ye)  # (n, m)
     a = np.full(len(xe), 1.0 / len(xe))
     b = np.full(len(ye), 1.0 / len(ye))
@@ -256,15 +198,10 @@ def wasserstein(
 
 
 def edistance(
-    x: AnnData | np.ndarray,
-    y: AnnData | np.ndarray,
+    x: np.ndarray,
+    y: np.ndarray,
     *,
     metric: Literal["sqeuclidean", "euclidean"] = "sqeuclidean",
-    space: Space = "umap",
-    rep: str | None = None,
-    max_cells: int | None = 2000,
-    seed: int = 0,
-    embedding_kwargs: dict | None = None,
 ) -> float:
     """Energy distance, pertpy / CellFlow convention.
 
@@ -276,18 +213,15 @@ def edistance(
     Parameters
     ----------
     x, y
-        Two sets of cells.
+        Two sets of cells, cells x features arrays (dense or sparse).
     metric
         Cell-wise distance ``d``.
-    {space}
 
     Returns
     -------
     Energy distance (float).
     """
-    xe, ye = _prepare(
-        x, y, space=space, rep=rep, max_cells=max_cells, seed=seed, embedding_kwargs=embedding_kwargs
-    )
+    xe, ye = _two_sets(x, y)
     if metric == "sqeuclidean":
         fn = lambda d, rows, cols: d  # noqa: E731
     elif metric == "euclidean":
@@ -300,7 +234,3 @@ def edistance(
     dxx = _block_sums(xe, xe, fn, same=True) / (n * n)
     dyy = _block_sums(ye, ye, fn, same=True) / (m * m)
     return float(2.0 * dxy - dxx - dyy)
-
-
-for _f in (mmd, adaptive_mmd, wasserstein, edistance):
-    _f.__doc__ = _f.__doc__.replace("{space}", _SPACE_DOC)

@@ -1,0 +1,87 @@
+"""Correlations of mean expression: R^2, Pearson, Spearman, and of the change from control."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import scipy.sparse as sp
+from scipy import stats
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+
+def _profile(a: Any) -> np.ndarray:
+    """Mean expression profile (features,) of cells (a dense or sparse 2-D array); 1-D arrays pass through."""
+    if sp.issparse(a):
+        return np.asarray(a.mean(axis=0), dtype=np.float64).ravel()
+    a = np.asarray(a, dtype=np.float64)
+    return a if a.ndim == 1 else a.mean(0)
+
+
+def _pearson(a: np.ndarray, b: np.ndarray) -> float:
+    if len(a) < 2 or np.std(a) == 0 or np.std(b) == 0:
+        return float("nan")
+    return float(stats.pearsonr(a, b)[0])
+
+
+def _spearman(a: np.ndarray, b: np.ndarray) -> float:
+    if len(a) < 2 or np.std(a) == 0 or np.std(b) == 0:
+        return float("nan")
+    return float(stats.spearmanr(a, b)[0])
+
+
+def mean_correlations(
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    control: np.ndarray | None = None,
+    genes: Sequence[int] | np.ndarray | None = None,
+) -> dict[str, float]:
+    """Agreement between the mean expression of real and generated cells.
+
+    With ``mu_real``, ``mu_pred`` (and ``mu_ctrl``) the mean profiles, over the selected genes:
+
+    - ``pearson``: Pearson r of ``mu_pred`` vs ``mu_real``; ``r2`` = its square (the paper's R^2, which
+      its tables report as Pearson^2);
+    - ``r2_score``: coefficient of determination ``1 - sum (mu_real - mu_pred)^2 / sum (mu_real - mean)^2``
+      (sklearn ``r2_score``, as CellFlow / CPA); can be negative;
+    - ``spearman``: Spearman rho of ``mu_pred`` vs ``mu_real``;
+    - ``pearson_delta`` (with ``control``): Pearson r of ``mu_pred - mu_ctrl`` vs ``mu_real - mu_ctrl``
+      (cell-eval's ``pearson_delta``): it tests the predicted change, which the R^2 of means hides when the
+      control already looks like the target.
+
+    Parameters
+    ----------
+    x
+        Real cells (cells x genes, dense or sparse) or their mean profile (1-D array).
+    y
+        Generated cells or their mean profile, same genes.
+    control
+        Control cells (or their mean) of the same context, for ``pearson_delta``.
+    genes
+        Integer indices of the genes to use (for example the top DE genes); all genes if None.
+
+    Returns
+    -------
+    dict with keys ``r2``, ``r2_score``, ``pearson``, ``spearman`` and, with ``control``, ``pearson_delta``.
+    """
+    mr, mp = _profile(x), _profile(y)  # (genes,)
+    if mr.shape != mp.shape:
+        msg = f"real and generated profiles differ in length: {mr.shape} != {mp.shape}"
+        raise ValueError(msg)
+    idx = np.arange(len(mr)) if genes is None else np.asarray(genes, dtype=int)
+    a, b = mr[idx], mp[idx]
+    r = _pearson(a, b)
+    ss = float(np.sum((a - a.mean()) ** 2))
+    out = {
+        "r2": r**2,
+        "r2_score": 1.0 - float(np.sum((a - b) ** 2)) / ss if ss > 0 else float("nan"),
+        "pearson": r,
+        "spearman": _spearman(a, b),
+    }
+    if control is not None:
+        mc = _profile(control)[idx]
+        out["pearson_delta"] = _pearson(a - mc, b - mc)
+    return out
