@@ -33,7 +33,9 @@ def machine() -> str:
 def load_perturbench() -> tuple[sc.AnnData, dict]:
     """K562 + glioblastoma lines, PCA 50 on the 500 genes."""
     adata = scflowlm.data.perturbench_devel(SHARED / "perturbench_devel" / "devel.h5ad")
-    adata.X = adata.X.toarray().astype(np.float32) if hasattr(adata.X, "toarray") else adata.X.astype(np.float32)
+    adata.X = (
+        adata.X.toarray().astype(np.float32) if hasattr(adata.X, "toarray") else adata.X.astype(np.float32)
+    )
     sc.pp.pca(adata, n_comps=50, random_state=0)
     setup = {
         "prompt_template": "Generate a {cell_type} cell with {condition} perturbed:",
@@ -64,13 +66,19 @@ def load_kang() -> tuple[sc.AnnData, dict]:
     return adata, setup
 
 
-KEYS = {"condition_keys": ["cell_type", "condition"], "perturbation_key": "condition", "control_value": "control"}
+KEYS = {
+    "condition_keys": ["cell_type", "condition"],
+    "perturbation_key": "condition",
+    "control_value": "control",
+}
 METRICS = ["r2", "r2_de", "pearson_delta", "pearson_delta_de", "mmd", "wasserstein", "edistance"]
 
 
 def score(adata, pred, held: dict, *, metrics=METRICS) -> dict:
     """Evaluate one prediction of one held-out condition with the package's own ``tl.evaluate`` (PCA space)."""
-    df = scflowlm.tl.evaluate(adata, pred, conditions=[held], metrics=metrics, space="pca", key_added=None, **KEYS)
+    df = scflowlm.tl.evaluate(
+        adata, pred, conditions=[held], metrics=metrics, space="pca", key_added=None, **KEYS
+    )
     return df.iloc[0][metrics].to_dict()
 
 
@@ -83,7 +91,9 @@ def baselines(adata, held: dict, seed: int) -> dict[str, dict]:
         ("nearest-context shift", scflowlm.tl.baseline_nearest_context),
     ):
         out[name] = score(adata, fn(adata, conditions=[held], **KEYS), held)
-    _, half = scflowlm.tl.baseline_real_vs_real(adata, conditions=[held], condition_keys=KEYS["condition_keys"], seed=seed)
+    _, half = scflowlm.tl.baseline_real_vs_real(
+        adata, conditions=[held], condition_keys=KEYS["condition_keys"], seed=seed
+    )
     out["real vs real (floor)"] = score(adata[~adata.obs_names.isin(half.obs_names)], half, held)
     return out
 
@@ -126,4 +136,9 @@ class Timer:
 
 def command_line() -> str:
     """The command that is running, repo-relative."""
-    return "python " + " ".join([str(Path(sys.argv[0]).relative_to(ROOT)) if Path(sys.argv[0]).is_absolute() else sys.argv[0], *sys.argv[1:]])
+    return "python " + " ".join(
+        [
+            str(Path(sys.argv[0]).relative_to(ROOT)) if Path(sys.argv[0]).is_absolute() else sys.argv[0],
+            *sys.argv[1:],
+        ]
+    )

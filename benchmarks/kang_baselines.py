@@ -67,12 +67,29 @@ def run(adata: sc.AnnData, cell_types: list[str], spaces: list[str], seed: int) 
         }
         n_half = half.n_obs
         for name, pred in preds.items():
-            row = tl.evaluate(
-                ref, pred, metrics=["correlation", "leiden"], leiden_classifier=clf, seed=seed, key_added=None, **KW
-            ).iloc[0].to_dict()
+            row = (
+                tl.evaluate(
+                    ref,
+                    pred,
+                    metrics=["correlation", "leiden"],
+                    leiden_classifier=clf,
+                    seed=seed,
+                    key_added=None,
+                    **KW,
+                )
+                .iloc[0]
+                .to_dict()
+            )
             for space in spaces:
                 d = tl.evaluate(
-                    ref, pred, metrics="distribution", space=space, max_cells=n_half, seed=seed, key_added=None, **KW
+                    ref,
+                    pred,
+                    metrics="distribution",
+                    space=space,
+                    max_cells=n_half,
+                    seed=seed,
+                    key_added=None,
+                    **KW,
                 ).iloc[0]
                 row |= {f"{m}_{space}": d[m] for m in ["mmd", "wasserstein", "edistance"]}
             row["method"] = name
@@ -90,9 +107,18 @@ def _fmt(v: float) -> str:
 
 
 def markdown(df: pd.DataFrame, spaces: list[str]) -> str:
-    cols = {"r2": "R² all", "r2_de": "R² top-100 DE", "pearson_delta": "Δr all", "pearson_delta_de": "Δr top-100 DE"}
+    cols = {
+        "r2": "R² all",
+        "r2_de": "R² top-100 DE",
+        "pearson_delta": "Δr all",
+        "pearson_delta_de": "Δr top-100 DE",
+    }
     for space in spaces:
-        cols |= {f"mmd_{space}": f"MMD² {space}", f"wasserstein_{space}": f"W2 {space}", f"edistance_{space}": f"E-dist {space}"}
+        cols |= {
+            f"mmd_{space}": f"MMD² {space}",
+            f"wasserstein_{space}": f"W2 {space}",
+            f"edistance_{space}": f"E-dist {space}",
+        }
     cols |= {"leiden_kl": "Leiden KL"}
     out = []
     header = "| cell type | method | " + " | ".join(cols.values()) + " |"
@@ -100,7 +126,13 @@ def markdown(df: pd.DataFrame, spaces: list[str]) -> str:
     out += ["### Per held-out cell type", "", header, sep]
     for _, r in df.iterrows():
         out.append(f"| {r['cell_type']} | {r['method']} | " + " | ".join(_fmt(r[c]) for c in cols) + " |")
-    out += ["", "### Mean over held-out cell types", "", "| method | " + " | ".join(cols.values()) + " |", "|" + "---|" * (len(cols) + 1)]
+    out += [
+        "",
+        "### Mean over held-out cell types",
+        "",
+        "| method | " + " | ".join(cols.values()) + " |",
+        "|" + "---|" * (len(cols) + 1),
+    ]
     means = df.groupby("method", sort=False)[list(cols)].mean()
     for name in METHODS:
         if name in means.index:
@@ -128,7 +160,10 @@ def main() -> None:
     print()
     print(markdown(df, spaces))
     print()
-    print("nearest context chosen:", "; ".join(f"{r.cell_type} <- {r.source}" for r in df[df.method == "nearest_context"].itertuples()))
+    print(
+        "nearest context chosen:",
+        "; ".join(f"{r.cell_type} <- {r.source}" for r in df[df.method == "nearest_context"].itertuples()),
+    )
     print(f"\nruntime: {time.time() - t0:.1f} s")
 
 

@@ -79,7 +79,9 @@ def load(name: str) -> tuple[sc.AnnData, dict, list[list[dict]]]:
 def held_mask(adata, group: list[dict]) -> np.ndarray:
     mask = np.zeros(adata.n_obs, dtype=bool)
     for cond in group:
-        mask |= ((adata.obs["cell_type"] == cond["cell_type"]) & (adata.obs["condition"] == cond["condition"])).to_numpy()
+        mask |= (
+            (adata.obs["cell_type"] == cond["cell_type"]) & (adata.obs["condition"] == cond["condition"])
+        ).to_numpy()
     return mask
 
 
@@ -89,7 +91,9 @@ def control_mask(adata, cond: dict) -> np.ndarray:
 
 def score(adata, pred, cond: dict) -> dict:
     """The scoreboard's metrics of one prediction of one held-out condition (the package's own evaluate)."""
-    df = tl.evaluate(adata, pred, conditions=[cond], metrics=METRICS, space="pca", max_cells=None, key_added=None, **KW)
+    df = tl.evaluate(
+        adata, pred, conditions=[cond], metrics=METRICS, space="pca", max_cells=None, key_added=None, **KW
+    )
     return df.iloc[0][METRICS].to_dict()
 
 
@@ -98,14 +102,18 @@ def to_genes(adata, states: np.ndarray) -> np.ndarray:
     return (states @ np.asarray(adata.varm["PCs"]).T + np.asarray(adata.X.mean(0)).ravel()).astype(np.float32)
 
 
-def train_learned(name: str, adata, setup: dict, group: list[dict], seed: int, *, calmflow: dict, train: dict):
+def train_learned(
+    name: str, adata, setup: dict, group: list[dict], seed: int, *, calmflow: dict, train: dict
+):
     """Train one learned model at its defaults (plus ``calmflow``/``train`` overrides for CaLMFlow)."""
     scvi.settings.seed = seed
     data = adata.copy()
     cls = scflowlm.CaLMFlowModel if name == "CaLMFlow" else CFMModel
     cls.setup_anndata(data, **setup)
     kwargs = dict(calmflow) if name == "CaLMFlow" else {}
-    if isinstance(kwargs.get("backbone"), dict):  # {"hidden_size": 64, "n_layers": 2, "n_heads": 4}: a random-init size
+    if isinstance(
+        kwargs.get("backbone"), dict
+    ):  # {"hidden_size": 64, "n_layers": 2, "n_heads": 4}: a random-init size
         kwargs["backbone"] = scflowlm.nn.default_backbone_config(256, **kwargs["backbone"])
     model = cls(data, **kwargs)
     kwargs = (train if name == "CaLMFlow" else {}) | {"holdout": group, "enable_progress_bar": False}
@@ -123,25 +131,38 @@ def predict_learned(model, adata, cond: dict, seed: int):
 
 def run_cellflow(adata, group: list[dict], seed: int, iterations: int, threads: int) -> tuple[dict, float]:
     """Train CellFlow in its own venv; returns {condition: predicted AnnData} and the wall time."""
-    import anndata as ad
     import _peers
+    import anndata as ad
 
     python = _peers.ensure_cellflow_env(C.ROOT)
     with tempfile.TemporaryDirectory() as tmp:
         src, out = Path(tmp) / "in.h5ad", Path(tmp) / "out.h5ad"
         ad.AnnData(
-            obs=adata.obs[["cell_type", "condition"]].astype(str), obsm={"X_pca": np.asarray(adata.obsm["X_pca"], np.float32)}
+            obs=adata.obs[["cell_type", "condition"]].astype(str),
+            obsm={"X_pca": np.asarray(adata.obsm["X_pca"], np.float32)},
         ).write_h5ad(src)
         seconds = _peers.run_cellflow(
-            python, input_h5ad=src, output_h5ad=out, holdout=group, seed=seed, iterations=iterations, threads=threads
+            python,
+            input_h5ad=src,
+            output_h5ad=out,
+            holdout=group,
+            seed=seed,
+            iterations=iterations,
+            threads=threads,
         )
         res = ad.read_h5ad(out)
     preds = {}
     for cond in group:
-        m = ((res.obs["cell_type"] == cond["cell_type"]) & (res.obs["condition"] == cond["condition"])).to_numpy()
+        m = (
+            (res.obs["cell_type"] == cond["cell_type"]) & (res.obs["condition"] == cond["condition"])
+        ).to_numpy()
         states = np.asarray(res.obsm["X_pca"][m])
-        obs = pd.DataFrame({k: [cond[k]] * int(m.sum()) for k in KEYS}, index=[f"cellflow-{i}" for i in range(int(m.sum()))])
-        preds[tuple(cond.values())] = ad.AnnData(to_genes(adata, states), obs=obs, var=adata.var[[]].copy(), obsm={"X_pca": states})
+        obs = pd.DataFrame(
+            {k: [cond[k]] * int(m.sum()) for k in KEYS}, index=[f"cellflow-{i}" for i in range(int(m.sum()))]
+        )
+        preds[tuple(cond.values())] = ad.AnnData(
+            to_genes(adata, states), obs=obs, var=adata.var[[]].copy(), obsm={"X_pca": states}
+        )
     return preds, seconds
 
 
@@ -158,25 +179,61 @@ def run(args) -> pd.DataFrame:
                 label = cond["condition"] if dataset == "perturbench" else cond["cell_type"]
                 base = {"dataset": dataset, "held out": label}
                 for name, fn in BASELINES.items():
-                    rows.append(base | {"model": name, "seed": 0, "train s": 0.0} | score(adata, fn(train_cells, conditions=[cond], **KW), cond))
+                    rows.append(
+                        base
+                        | {"model": name, "seed": 0, "train s": 0.0}
+                        | score(adata, fn(train_cells, conditions=[cond], **KW), cond)
+                    )
                 for seed in args.seeds:
-                    ref, half = tl.baseline_real_vs_real(adata, conditions=[cond], condition_keys=KEYS, seed=seed)
-                    rows.append(base | {"model": "real vs real (floor)", "seed": seed, "train s": 0.0} | score(ref, half, cond))
+                    ref, half = tl.baseline_real_vs_real(
+                        adata, conditions=[cond], condition_keys=KEYS, seed=seed
+                    )
+                    rows.append(
+                        base
+                        | {"model": "real vs real (floor)", "seed": seed, "train s": 0.0}
+                        | score(ref, half, cond)
+                    )
             for seed in args.seeds:
                 for name in args.models:
-                    model, seconds = train_learned(name, adata, setup, group, seed, calmflow=args.calmflow, train=args.train)
+                    model, seconds = train_learned(
+                        name, adata, setup, group, seed, calmflow=args.calmflow, train=args.train
+                    )
                     for cond in group:
                         label = cond["condition"] if dataset == "perturbench" else cond["cell_type"]
                         pred = predict_learned(model, adata, cond, seed)
-                        rows.append({"dataset": dataset, "held out": label, "model": name, "seed": seed, "train s": seconds} | score(adata, pred, cond))
-                        print({k: (round(v, 3) if isinstance(v, float) else v) for k, v in rows[-1].items()}, flush=True)
+                        rows.append(
+                            {
+                                "dataset": dataset,
+                                "held out": label,
+                                "model": name,
+                                "seed": seed,
+                                "train s": seconds,
+                            }
+                            | score(adata, pred, cond)
+                        )
+                        print(
+                            {k: (round(v, 3) if isinstance(v, float) else v) for k, v in rows[-1].items()},
+                            flush=True,
+                        )
             if not args.skip_cellflow:
                 for seed in args.cellflow_seeds:
                     preds, seconds = run_cellflow(adata, group, seed, args.cellflow_iterations, args.threads)
                     for cond in group:
                         label = cond["condition"] if dataset == "perturbench" else cond["cell_type"]
-                        rows.append({"dataset": dataset, "held out": label, "model": "CellFlow", "seed": seed, "train s": seconds} | score(adata, preds[tuple(cond.values())], cond))
-                        print({k: (round(v, 3) if isinstance(v, float) else v) for k, v in rows[-1].items()}, flush=True)
+                        rows.append(
+                            {
+                                "dataset": dataset,
+                                "held out": label,
+                                "model": "CellFlow",
+                                "seed": seed,
+                                "train s": seconds,
+                            }
+                            | score(adata, preds[tuple(cond.values())], cond)
+                        )
+                        print(
+                            {k: (round(v, 3) if isinstance(v, float) else v) for k, v in rows[-1].items()},
+                            flush=True,
+                        )
     return pd.DataFrame(rows)
 
 
@@ -210,7 +267,9 @@ def summarise(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFram
             for m in METRICS:
                 w = t = loss = 0
                 for held in mean.loc[dataset].index.get_level_values(0).unique():
-                    if (held, "CaLMFlow") not in mean.loc[dataset].index or (held, other) not in mean.loc[dataset].index:
+                    if (held, "CaLMFlow") not in mean.loc[dataset].index or (held, other) not in mean.loc[
+                        dataset
+                    ].index:
                         continue
                     a, b = mean.loc[(dataset, held, "CaLMFlow"), m], mean.loc[(dataset, held, other), m]
                     tol = 0.005 if HIGHER_IS_BETTER[m] else 0.02 * abs(b)
@@ -228,7 +287,9 @@ def summarise(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFram
 def time_ratio(df: pd.DataFrame) -> pd.DataFrame:
     """CaLMFlow / OT-CFM training time, per (data set, held-out group, seed), measured side by side."""
     t = df[df["model"].isin(["CaLMFlow", "OT-CFM"])].drop_duplicates(["dataset", "model", "seed", "train s"])
-    wide = t.pivot_table(index=["dataset", "seed", "held out"], columns="model", values="train s", aggfunc="first")
+    wide = t.pivot_table(
+        index=["dataset", "seed", "held out"], columns="model", values="train s", aggfunc="first"
+    )
     if not {"CaLMFlow", "OT-CFM"} <= set(wide.columns):
         return pd.DataFrame()
     wide = wide.dropna()
@@ -237,18 +298,35 @@ def time_ratio(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--datasets", nargs="+", choices=["kang", "perturbench"], default=["kang", "perturbench"])
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--datasets", nargs="+", choices=["kang", "perturbench"], default=["kang", "perturbench"]
+    )
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--models", nargs="*", choices=["CaLMFlow", "OT-CFM"], default=["CaLMFlow", "OT-CFM"])
-    parser.add_argument("--n-holdouts", type=int, default=None, help="kang: the first n cell types; perturbench: the first n pairs")
-    parser.add_argument("--calmflow", type=json.loads, default={}, help="JSON of CaLMFlowModel arguments (a lever to try)")
-    parser.add_argument("--train", type=json.loads, default={}, help="JSON of CaLMFlow train() arguments (a lever to try)")
-    parser.add_argument("--skip-cellflow", action="store_true", help="leave out the CellFlow peer (no separate venv)")
+    parser.add_argument(
+        "--n-holdouts",
+        type=int,
+        default=None,
+        help="kang: the first n cell types; perturbench: the first n pairs",
+    )
+    parser.add_argument(
+        "--calmflow", type=json.loads, default={}, help="JSON of CaLMFlowModel arguments (a lever to try)"
+    )
+    parser.add_argument(
+        "--train", type=json.loads, default={}, help="JSON of CaLMFlow train() arguments (a lever to try)"
+    )
+    parser.add_argument(
+        "--skip-cellflow", action="store_true", help="leave out the CellFlow peer (no separate venv)"
+    )
     parser.add_argument("--cellflow-seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--cellflow-iterations", type=int, default=2000)
     parser.add_argument("--threads", type=int, default=2, help="torch (and CellFlow) CPU threads")
-    parser.add_argument("--tag", default="scoreboard", help="name of the table written under docs/benchmarks/")
+    parser.add_argument(
+        "--tag", default="scoreboard", help="name of the table written under docs/benchmarks/"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     df = run(args)
@@ -261,13 +339,30 @@ def main() -> None:
         "(vs the control cells of its context); pearson_delta_de: Pearson r of the change from the control mean on "
         "those genes; edistance, mmd: in 50-d PCA space (lower is better). Train s: training wall time (the same "
         "run for every condition of a group). CellFlow's time includes its venv's start-up and JIT compilation.\n\n"
-        "### Per held-out condition\n\n" + per_cond.to_markdown(index=False)
-        + ("\n\n### CaLMFlow wins / ties / losses over held-out conditions\n\n" + wtl.to_markdown(index=False) if len(wtl) else "")
-        + ("\n\n### Training time, CaLMFlow / OT-CFM (side by side, same process)\n\n" + ratio.to_markdown(index=False) if len(ratio) else "")
+        "### Per held-out condition\n\n"
+        + per_cond.to_markdown(index=False)
+        + (
+            "\n\n### CaLMFlow wins / ties / losses over held-out conditions\n\n"
+            + wtl.to_markdown(index=False)
+            if len(wtl)
+            else ""
+        )
+        + (
+            "\n\n### Training time, CaLMFlow / OT-CFM (side by side, same process)\n\n"
+            + ratio.to_markdown(index=False)
+            if len(ratio)
+            else ""
+        )
         + f"\n\nCaLMFlow arguments: `{json.dumps(args.calmflow)}`; train arguments: `{json.dumps(args.train)}` (empty: defaults)."
         + f"\nPer-run rows: `docs/benchmarks/{args.tag}_runs.csv`."
     )
-    C.write_table(args.tag, f"Scoreboard: held-out real conditions, seeds {args.seeds}", per_set, command=C.command_line(), notes=notes)
+    C.write_table(
+        args.tag,
+        f"Scoreboard: held-out real conditions, seeds {args.seeds}",
+        per_set,
+        command=C.command_line(),
+        notes=notes,
+    )
 
 
 if __name__ == "__main__":

@@ -64,20 +64,29 @@ def embedded(name: str, n: int, dim: int, seed: int) -> np.ndarray:
 
 
 def as_adata(x: np.ndarray) -> ad.AnnData:
-    adata = ad.AnnData(X=x, obs=pd.DataFrame({"kind": ["target"] * len(x)}, index=[f"c{i}" for i in range(len(x))]))
+    adata = ad.AnnData(
+        X=x, obs=pd.DataFrame({"kind": ["target"] * len(x)}, index=[f"c{i}" for i in range(len(x))])
+    )
     adata.obsm["X_pca"] = x
     adata.varm["PCs"] = np.eye(x.shape[1], dtype=np.float32)
     return adata
 
 
 def calmflow(adata, *, quick: bool, **kw):
-    backbone = GPTNeoXConfig(vocab_size=16, hidden_size=64 if quick else 128, num_hidden_layers=2 if quick else 4,
-                             num_attention_heads=4, intermediate_size=256 if quick else 512)
+    backbone = GPTNeoXConfig(
+        vocab_size=16,
+        hidden_size=64 if quick else 128,
+        num_hidden_layers=2 if quick else 4,
+        num_attention_heads=4,
+        intermediate_size=256 if quick else 512,
+    )
     kw = {"n_time_points": 8, "n_space_tokens": 1, "backbone": backbone, "n_latent": 16} | kw
     return scflowlm.CaLMFlowModel(adata, **kw)
 
 
-def run_one(method: str, data: str, dim: int, seed: int, *, quick: bool, epochs: int, temperature: float = 1.0, **kw) -> dict:
+def run_one(
+    method: str, data: str, dim: int, seed: int, *, quick: bool, epochs: int, temperature: float = 1.0, **kw
+) -> dict:
     n = 1000 if quick else 5000
     x = embedded(data, n, dim, seed)
     test = embedded(data, 500, dim, seed + 100)
@@ -106,14 +115,20 @@ def run_one(method: str, data: str, dim: int, seed: int, *, quick: bool, epochs:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--experiment", choices=["table1", "trajectories", "temperature", "timepoints"], default="table1")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--experiment", choices=["table1", "trajectories", "temperature", "timepoints"], default="table1"
+    )
     parser.add_argument("--dims", nargs="+", type=int, default=None)
     parser.add_argument("--data", nargs="+", default=["2gaussians", "8gaussians", "moons"])
     parser.add_argument("--seeds", nargs="+", type=int, default=None)
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (1 is fastest for the quick models)")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads (1 is fastest for the quick models)"
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -129,21 +144,30 @@ def main() -> None:
                 elif args.experiment == "trajectories":
                     settings = [(f"CaLMFlow M={m}", {"n_trajectories": m}) for m in (1, 4)]
                 elif args.experiment == "temperature":
-                    settings = [(f"CaLMFlow {v} tau={tau}", {"variational": v, "temperature": tau})
-                                for v in ("cvae", "paper", "none") for tau in ((0.0, 0.5, 1.0, 2.0) if v != "none" else (1.0,))]
+                    settings = [
+                        (f"CaLMFlow {v} tau={tau}", {"variational": v, "temperature": tau})
+                        for v in ("cvae", "paper", "none")
+                        for tau in ((0.0, 0.5, 1.0, 2.0) if v != "none" else (1.0,))
+                    ]
                 else:
                     settings = [(f"CaLMFlow N={n}", {"n_time_points": n}) for n in (4, 8, 16)]
                 for label, kw in settings:
                     method = "CaLMFlow" if label.startswith("CaLMFlow") else label
                     tau = kw.pop("temperature", 1.0)
-                    res = run_one(method, data, dim, seed, quick=args.quick, epochs=epochs, temperature=tau, **kw)
+                    res = run_one(
+                        method, data, dim, seed, quick=args.quick, epochs=epochs, temperature=tau, **kw
+                    )
                     rows.append({"dim": dim, "data": data, "method": label, "seed": seed, **res})
                     print(rows[-1], flush=True)
     df = pd.DataFrame(rows)
-    agg = df.groupby(["dim", "data", "method"], sort=False)[["W2", "MMD", "MMD (median)", "train s"]].agg(["mean", "std"])
+    agg = df.groupby(["dim", "data", "method"], sort=False)[["W2", "MMD", "MMD (median)", "train s"]].agg(
+        ["mean", "std"]
+    )
     table = pd.DataFrame(index=agg.index)
     for m in ("W2", "MMD", "MMD (median)"):
-        table[m] = [f"{a:.3f} ± {b:.3f}" for a, b in zip(agg[(m, "mean")], agg[(m, "std")].fillna(0), strict=True)]
+        table[m] = [
+            f"{a:.3f} ± {b:.3f}" for a, b in zip(agg[(m, "mean")], agg[(m, "std")].fillna(0), strict=True)
+        ]
     table["train s"] = agg[("train s", "mean")].round(0).to_numpy()
     C.write_table(
         f"synthetic_{args.experiment}{'_quick' if args.quick else ''}",

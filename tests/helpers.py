@@ -16,7 +16,9 @@ TEMPLATE = "Generate a {cell_type} cell stimulated with {condition}:"
 CONTROL_TEMPLATE = "Generate an unstimulated {cell_type} cell:"
 HOLDOUT = {"cell_type": "NK", "condition": "IFNB+TNF"}
 
-torch.set_num_threads(1)  # tiny models: one thread avoids thread-synchronisation overhead on a shared machine (all tests)
+torch.set_num_threads(
+    1
+)  # tiny models: one thread avoids thread-synchronisation overhead on a shared machine (all tests)
 
 
 def tiny_config(vocab_size: int = 64) -> GPTNeoXConfig:
@@ -40,7 +42,6 @@ def shared_file(*parts: str) -> Path:
     return path
 
 
-
 def setup(adata, **kwargs):
     """Register ``adata`` with the test templates (kwargs override)."""
     kwargs = {
@@ -55,7 +56,13 @@ def setup(adata, **kwargs):
 
 def small_model(adata, **kwargs):
     """A CaLMFlowModel small enough for a test."""
-    kwargs = {"n_time_points": 4, "n_space_tokens": 2, "backbone": tiny_config(), "n_latent": 8, "source": "noise"} | kwargs
+    kwargs = {
+        "n_time_points": 4,
+        "n_space_tokens": 2,
+        "backbone": tiny_config(),
+        "n_latent": 8,
+        "source": "noise",
+    } | kwargs
     return scflowlm.CaLMFlowModel(adata, **kwargs)
 
 

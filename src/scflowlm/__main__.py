@@ -15,7 +15,11 @@ def demo(*, epochs: int | None, seed: int, n_cells: int, source: str = "auto") -
     import scflowlm
 
     scvi.settings.seed = seed
-    keys = {"condition_keys": ["cell_type", "condition"], "perturbation_key": "condition", "control_value": "control"}
+    keys = {
+        "condition_keys": ["cell_type", "condition"],
+        "perturbation_key": "condition",
+        "control_value": "control",
+    }
     held = {"cell_type": "NK", "condition": "IFNB+TNF"}
 
     print("1/4 making a synthetic data set: 3 cell types x {control, IFNB, TNF, IFNB+TNF}, 100 cells each")
@@ -57,7 +61,12 @@ def demo(*, epochs: int | None, seed: int, n_cells: int, source: str = "auto") -
     for name, p in preds.items():
         real = adata if name != "real vs real (floor)" else rest
         df = scflowlm.tl.evaluate(
-            real, p, metrics=["r2", "r2_de", "pearson_delta_de", "mmd", "edistance"], space="pca", key_added=None, **keys
+            real,
+            p,
+            metrics=["r2", "r2_de", "pearson_delta_de", "mmd", "edistance"],
+            space="pca",
+            key_added=None,
+            **keys,
         )
         rows.append(df.assign(model=name))
     table = pd.concat(rows).set_index("model")[["r2", "r2_de", "pearson_delta_de", "mmd", "edistance"]]
@@ -80,10 +89,14 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m scflowlm", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("demo", help="train and evaluate on synthetic data (a few CPU minutes)")
-    p.add_argument("--epochs", type=int, default=None, help="training epochs (default 150, about 2,800 steps)")
+    p.add_argument(
+        "--epochs", type=int, default=None, help="training epochs (default 150, about 2,800 steps)"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n-cells", type=int, default=300, help="cells to generate")
-    p.add_argument("--source", choices=["auto", "noise", "control"], default="auto", help="start of the flows")
+    p.add_argument(
+        "--source", choices=["auto", "noise", "control"], default="auto", help="start of the flows"
+    )
     args = parser.parse_args(argv)
     if args.command == "demo":
         demo(epochs=args.epochs, seed=args.seed, n_cells=args.n_cells, source=args.source)

@@ -41,5 +41,7 @@ def test_perturbench_devel_local_file_is_verified():
 
 @pytest.mark.data
 def test_kang_local_file():
-    adata = scflowlm.data.kang2018(shared_file("data", "kang2018_muscat_example", "kang2018_muscat_example_sce.h5ad"))
+    adata = scflowlm.data.kang2018(
+        shared_file("data", "kang2018_muscat_example", "kang2018_muscat_example_sce.h5ad")
+    )
     assert adata.n_obs == 1556

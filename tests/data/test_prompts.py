@@ -28,7 +28,10 @@ def test_control_template_compares_values_by_type():
     b = PromptBuilder("Treat a {ct} cell with {dose} units:", "An untreated {ct} cell:", "dose", 0)
     assert b.render({"ct": "B", "dose": 0.0}) == "An untreated B cell:"
     assert b.render({"ct": "B", "dose": 1.0}) == "Treat a B cell with 1.0 units:"
-    assert same_value(0, 0.0) and same_value("1", 1.0) and not same_value("a", 1) and same_value("x", "x")
+    assert same_value(0, 0.0)
+    assert same_value("1", 1.0)
+    assert not same_value("a", 1)
+    assert same_value("x", "x")
 
 
 def test_unbalanced_brace_is_explained():

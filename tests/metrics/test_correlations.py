@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import anndata as ad
 import numpy as np
 import pytest
 import scipy.sparse as sp

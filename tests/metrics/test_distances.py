@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import linalg
 
-from scflowlm import metrics, tl
+from scflowlm import metrics
 
 
 def _w2_gaussians(m1, c1, m2, c2):
@@ -20,9 +20,7 @@ def test_wasserstein_equals_brute_force_permutation():
     rng = np.random.default_rng(0)
     for _ in range(5):
         x, y = rng.normal(size=(6, 3)), rng.normal(size=(6, 3)) + 0.5
-        best = min(
-            np.mean(np.sum((x - y[list(p)]) ** 2, axis=1)) for p in itertools.permutations(range(6))
-        )
+        best = min(np.mean(np.sum((x - y[list(p)]) ** 2, axis=1)) for p in itertools.permutations(range(6)))
         assert metrics.wasserstein(x, y) == pytest.approx(np.sqrt(best), rel=1e-9)
 
 
@@ -108,13 +106,13 @@ def test_edistance_conventions():
 def test_joint_spaces():
     rng = np.random.default_rng(7)
     x, y = rng.normal(size=(60, 80)), rng.normal(size=(50, 80)) + 0.5
-    xe, ye = tl.joint_embedding(x, y, space="pca", n_pcs=5)
+    xe, ye = metrics.joint_embedding(x, y, space="pca", n_pcs=5)
     assert xe.shape == (60, 5)
     assert ye.shape == (50, 5)
     with pytest.raises(ValueError, match="different numbers of features"):
         metrics.mmd(x, y[:, :4])
     with pytest.raises(ValueError, match="space"):
-        tl.joint_embedding(x, y, space="tsne")
+        metrics.joint_embedding(x, y, space="tsne")
 
 
 def test_umap_space_separates_shifted_sets():
@@ -122,9 +120,9 @@ def test_umap_space_separates_shifted_sets():
     x = rng.normal(size=(150, 20))
     y_same = rng.normal(size=(150, 20))
     y_far = rng.normal(size=(150, 20)) + 3
-    xe, ye = tl.joint_embedding(x, y_far, space="umap", n_components=10)
+    xe, ye = metrics.joint_embedding(x, y_far, space="umap", n_components=10)
     assert xe.shape == (150, 10)
     assert ye.shape == (150, 10)
-    near = metrics.mmd(*tl.joint_embedding(x, y_same, space="umap"))  # the paper: a joint 10-D UMAP
+    near = metrics.mmd(*metrics.joint_embedding(x, y_same, space="umap"))  # the paper: a joint 10-D UMAP
     far = metrics.mmd(xe, ye)
     assert far > near + 0.05

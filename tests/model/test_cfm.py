@@ -43,11 +43,19 @@ def test_covariate_vectors(adata):
     assert vocab["cell_type"] == ["B", "NK", "T"]
     assert vocab["condition"] == ["IFNB", "TNF"]  # singles only; control has no coordinate
     assert model.n_covariates == 5 == model.module.covariates.shape[1]
-    np.testing.assert_array_equal(model.covariate_vector({"cell_type": "T", "condition": "control"}), [0, 0, 1, 0, 0])
-    np.testing.assert_array_equal(model.covariate_vector({"cell_type": "B", "condition": "IFNB+TNF"}), [1, 0, 0, 1, 1])
-    np.testing.assert_array_equal(model.covariate_vector({"cell_type": "B", "condition": "TNF+IFNB"}), [1, 0, 0, 1, 1])
+    np.testing.assert_array_equal(
+        model.covariate_vector({"cell_type": "T", "condition": "control"}), [0, 0, 1, 0, 0]
+    )
+    np.testing.assert_array_equal(
+        model.covariate_vector({"cell_type": "B", "condition": "IFNB+TNF"}), [1, 0, 0, 1, 1]
+    )
+    np.testing.assert_array_equal(
+        model.covariate_vector({"cell_type": "B", "condition": "TNF+IFNB"}), [1, 0, 0, 1, 1]
+    )
     # unseen values -> zeros
-    np.testing.assert_array_equal(model.covariate_vector({"cell_type": "Plasma", "condition": "IFNB+XYZ"}), [0, 0, 0, 1, 0])
+    np.testing.assert_array_equal(
+        model.covariate_vector({"cell_type": "Plasma", "condition": "IFNB+XYZ"}), [0, 0, 0, 1, 0]
+    )
     # the module's table follows the condition codes
     for code, cond in enumerate(model.conditions.to_dict("records")):
         np.testing.assert_array_equal(model.module.covariates[code].numpy(), model.covariate_vector(cond))
@@ -57,7 +65,9 @@ def test_covariate_vectors(adata):
 def test_values_only_in_holdout_are_zeroed(adata):
     model = quiet_train(small_cfm(adata, flow="i"), holdout=[{"condition": "TNF"}, {"condition": "IFNB+TNF"}])
     # TNF appears only in held-out cells: its coordinate is never trained, so it reads as unseen
-    np.testing.assert_array_equal(model.covariate_vector({"cell_type": "B", "condition": "IFNB+TNF"}), [1, 0, 0, 1, 0])
+    np.testing.assert_array_equal(
+        model.covariate_vector({"cell_type": "B", "condition": "IFNB+TNF"}), [1, 0, 0, 1, 0]
+    )
     assert model.module.covariates[:, 4].abs().sum() == 0
 
 

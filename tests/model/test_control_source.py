@@ -36,7 +36,8 @@ def test_one_prediction_per_source_cell_in_order(adata):
     pred = model.predict_perturbation({"condition": "IFNB"}, source=ctrl, seed=0)
     assert pred.n_obs == ctrl.n_obs
     assert list(pred.obs_names) == [f"{n}-pred" for n in ctrl.obs_names]
-    assert (pred.obs["condition"] == "IFNB").all() and (pred.obs["cell_type"] == "B").all()
+    assert (pred.obs["condition"] == "IFNB").all()
+    assert (pred.obs["cell_type"] == "B").all()
     np.testing.assert_allclose(pred.obsm["X_source"], ctrl.obsm["X_pca"], rtol=1e-5, atol=1e-5)
     assert pred.obs["prompt"].iloc[0] == "Generate a B cell stimulated with IFNB:"
     # same seed, same cells; a boolean mask of the registered data is the same source
@@ -48,7 +49,9 @@ def test_one_prediction_per_source_cell_in_order(adata):
     assert auto.n_obs == 7
     t_ctrl = adata[(adata.obs.condition == "control") & (adata.obs.cell_type == "T")]
     assert {n.removesuffix("-pred") for n in auto.obs_names} <= set(t_ctrl.obs_names)
-    many = model.predict_perturbation({"cell_type": "T", "condition": "TNF"}, n_cells=t_ctrl.n_obs + 5, seed=0)
+    many = model.predict_perturbation(
+        {"cell_type": "T", "condition": "TNF"}, n_cells=t_ctrl.n_obs + 5, seed=0
+    )
     assert many.n_obs == t_ctrl.n_obs + 5  # more cells than controls: drawn with replacement
     assert (many.obs["cell_type"] == "T").all()
     sampled = model.sample(12, seed=0)  # population sampling starts from registered controls of each context
@@ -60,7 +63,9 @@ def test_auto_source_follows_registered_controls(adata):
     setup(adata)
     assert small_model(adata, source="auto").module.source == "control"
     plain = scflowlm.data.synthetic_perturbation(n_cells_per_condition=10, n_genes=20, n_pcs=4)
-    scflowlm.CaLMFlowModel.setup_anndata(plain, prompt_template="Generate a {cell_type} cell with {condition}:")
+    scflowlm.CaLMFlowModel.setup_anndata(
+        plain, prompt_template="Generate a {cell_type} cell with {condition}:"
+    )
     assert small_model(plain, source="auto").module.source == "noise"
     with pytest.raises(ValueError, match="needs control cells"):
         small_model(plain, source="control")
@@ -69,7 +74,10 @@ def test_auto_source_follows_registered_controls(adata):
 def test_unseen_context_asks_for_source(adata):
     setup(adata)
     model = quiet_train(small_model(adata, source="control"))
-    with pytest.raises(ValueError, match=r"no registered control cells for the context \{'cell_type': 'Plasma'\}.*pass source="):
+    with pytest.raises(
+        ValueError,
+        match=r"no registered control cells for the context \{'cell_type': 'Plasma'\}.*pass source=",
+    ):
         model.predict_perturbation({"cell_type": "Plasma", "condition": "IFNB"})
 
 
@@ -96,7 +104,11 @@ def test_noise_model_rejects_source(trained):
 def test_control_source_keeps_cell_identity_noise_source_does_not():
     """Known shift on dim 0: both sources recover it; only the control source keeps each cell's other dims."""
     adata = shifted_cells()
-    kw = {"prompt_template": "Generate a {cell_type} cell with {condition}:", "perturbation_key": "condition", "control_value": "control"}
+    kw = {
+        "prompt_template": "Generate a {cell_type} cell with {condition}:",
+        "perturbation_key": "condition",
+        "control_value": "control",
+    }
     held = {"cell_type": "B", "condition": "drug"}
     results = {}
     for source in ("control", "noise"):
@@ -105,9 +117,17 @@ def test_control_source_keeps_cell_identity_noise_source_does_not():
         scflowlm.CaLMFlowModel.setup_anndata(data, **kw)
         model = quiet_train(small_model(data, source=source, n_time_points=4), max_epochs=120, lr=3e-3)
         ctrl = data[(data.obs.condition == "control") & (data.obs.cell_type == "A")].copy()
-        pred = model.predict_perturbation({"cell_type": "A", "condition": "drug"}, source=ctrl, seed=0) if source == "control" else model.predict_perturbation({"cell_type": "A", "condition": "drug"}, n_cells=ctrl.n_obs, seed=0)
+        pred = (
+            model.predict_perturbation({"cell_type": "A", "condition": "drug"}, source=ctrl, seed=0)
+            if source == "control"
+            else model.predict_perturbation(
+                {"cell_type": "A", "condition": "drug"}, n_cells=ctrl.n_obs, seed=0
+            )
+        )
         shift = pred.obsm["X_pca"].mean(0) - ctrl.obsm["X_pca"].mean(0)
-        identity = scflowlm.tl.paired_identity(ctrl.obsm["X_pca"], pred=pred.obsm["X_pca"], mode="dims", fraction=0.8)
+        identity = scflowlm.tl.paired_identity(
+            ctrl.obsm["X_pca"], pred=pred.obsm["X_pca"], mode="dims", fraction=0.8
+        )
         results[source] = (shift, identity.summary["mean_corr"])
     for source, (shift, _) in results.items():
         assert abs(shift[0] - 3.0) < 1.0, (source, shift)
@@ -124,11 +144,13 @@ def test_duplicate_obs_names_and_integer_positions(adata):
     model = quiet_train(small_model(adata, source="control"))
     ctrl = ((adata.obs.condition == "control") & (adata.obs.cell_type == "B")).to_numpy()
     by_mask = model.predict_perturbation({"condition": "IFNB"}, source=ctrl, seed=0)
-    assert by_mask.obs_names.is_unique and by_mask.n_obs == ctrl.sum()
+    assert by_mask.obs_names.is_unique
+    assert by_mask.n_obs == ctrl.sum()
     by_position = model.predict_perturbation({"condition": "IFNB"}, source=np.nonzero(ctrl)[0], seed=0)
     np.testing.assert_array_equal(by_position.X, by_mask.X)
     drawn = model.predict_perturbation({"cell_type": "T", "condition": "TNF"}, n_cells=60, seed=0)
-    assert drawn.obs_names.is_unique and drawn.n_obs == 60
+    assert drawn.obs_names.is_unique
+    assert drawn.n_obs == 60
     with pytest.raises(ValueError, match="duplicate obs_names, so names cannot select source cells"):
         model.predict_perturbation({"condition": "IFNB"}, source=["c1", "c2"])
     with pytest.raises(IndexError, match=r"source positions must be in \[0, 288\)"):
@@ -142,7 +164,9 @@ def test_source_columns_the_prediction_writes_are_refused(adata, column):
     model = quiet_train(small_model(adata, source="control"))
     ctrl = adata[(adata.obs.condition == "control") & (adata.obs.cell_type == "B")].copy()
     ctrl.obs[column] = "mine"
-    with pytest.raises(ValueError, match=rf"obs has column\(s\) \['{column}'\], which the prediction writes itself"):
+    with pytest.raises(
+        ValueError, match=rf"obs has column\(s\) \['{column}'\], which the prediction writes itself"
+    ):
         model.predict_perturbation({"condition": "IFNB"}, source=ctrl)
 
 
@@ -162,6 +186,7 @@ def test_many_conditions_from_the_same_source_cells(adata):
     model = quiet_train(small_model(adata, source="control"))
     ctrl = adata[(adata.obs.condition == "control") & (adata.obs.cell_type == "B")].copy()
     both = model.predict_perturbation([{"condition": "IFNB"}, {"condition": "TNF"}], source=ctrl, seed=0)
-    assert both.n_obs == 2 * ctrl.n_obs and both.obs_names.is_unique
+    assert both.n_obs == 2 * ctrl.n_obs
+    assert both.obs_names.is_unique
     alone = model.predict_perturbation({"condition": "TNF"}, source=ctrl, seed=0)
     np.testing.assert_allclose(both.X[ctrl.n_obs :], alone.X, atol=1e-5)

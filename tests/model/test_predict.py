@@ -27,10 +27,14 @@ def test_prediction_of_a_held_out_combination(trained):
     assert (pred.obs["condition"] == "IFNB+TNF").all()
     assert not pred.obs["seen_in_training"].any()
     # X is the generated state mapped through the PCA loadings
-    np.testing.assert_allclose(pred.X, pred.obsm["X_pca"] @ adata.varm["PCs"].T + adata.X.mean(0), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(
+        pred.X, pred.obsm["X_pca"] @ adata.varm["PCs"].T + adata.X.mean(0), rtol=1e-4, atol=1e-4
+    )
     record = pred.uns["scflowlm"]
-    assert record["model"] == "CaLMFlowModel" and record["obsm_key"] == "X_pca"
-    assert record["condition_keys"] == ["cell_type", "condition"] and record["control_value"] == "control"
+    assert record["model"] == "CaLMFlowModel"
+    assert record["obsm_key"] == "X_pca"
+    assert record["condition_keys"] == ["cell_type", "condition"]
+    assert record["control_value"] == "control"
 
 
 def test_same_seed_same_cells_other_seed_differs(trained):
@@ -61,8 +65,10 @@ def test_many_conditions_in_one_call_equal_one_at_a_time(trained):
 
 
 def test_generation_runs_in_bounded_batches(monkeypatch):
-    model = small_model(setup(scflowlm.data.synthetic_perturbation(n_cells_per_condition=8, n_genes=20, n_pcs=4)),
-                        n_trajectories=2)
+    model = small_model(
+        setup(scflowlm.data.synthetic_perturbation(n_cells_per_condition=8, n_genes=20, n_pcs=4)),
+        n_trajectories=2,
+    )
     sizes = []
     rollout = model.module.rollout
 
@@ -89,12 +95,16 @@ def test_unseen_value_warns_and_raw_prompt(trained):
 
 def test_conditions_as_list_series_or_frame_and_sample(trained):
     model, _ = trained
-    pred = model.predict_perturbation([{"cell_type": "B", "condition": "control"}, HOLDOUT], n_cells=6, seed=1)
+    pred = model.predict_perturbation(
+        [{"cell_type": "B", "condition": "control"}, HOLDOUT], n_cells=6, seed=1
+    )
     assert pred.n_obs == 12
     assert pred.obs["prompt"].iloc[0] == CONTROL_TEMPLATE.format(cell_type="B")
     series = model.predict_perturbation(pd.Series(HOLDOUT), n_cells=3, seed=1)
     np.testing.assert_array_equal(series.X, model.predict_perturbation(HOLDOUT, n_cells=3, seed=1).X)
-    frame = model.predict_perturbation(pd.DataFrame([HOLDOUT, {"cell_type": "T", "condition": "TNF"}]), n_cells=3, seed=1)
+    frame = model.predict_perturbation(
+        pd.DataFrame([HOLDOUT, {"cell_type": "T", "condition": "TNF"}]), n_cells=3, seed=1
+    )
     assert list(frame.obs["cell_type"]) == ["NK"] * 3 + ["T"] * 3
     sampled = model.sample(30, seed=0)
     assert sampled.n_obs == 30
@@ -108,7 +118,11 @@ def test_conditions_as_list_series_or_frame_and_sample(trained):
         ({"n_cells": 5.0}, ValueError, r"n_cells must be an integer >= 1, got 5.0"),
         ({"n_cells": 10**10}, ValueError, r"about \d+ GB, more than this machine's"),
         ({"temperature": -1.0}, ValueError, r"temperature must be a finite number >= 0"),
-        ({"temperature": float("nan")}, ValueError, r"temperature must be a finite number >= 0, got nan"),  # bug 10
+        (
+            {"temperature": float("nan")},
+            ValueError,
+            r"temperature must be a finite number >= 0, got nan",
+        ),  # bug 10
         ({"temperature": float("inf")}, ValueError, r"temperature must be a finite number >= 0, got inf"),
         ({"seed": -1}, ValueError, r"seed must be an integer >= 0, got -1"),
         ({"batch_size": 2.5}, ValueError, r"batch_size must be an integer >= 1, got 2.5"),

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import scvi
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # helpers, also when run as a script
 from helpers import CONTROL_TEMPLATE, HOLDOUT, TEMPLATE, quiet_train, tiny_config
 
@@ -18,15 +19,34 @@ import scflowlm
 from scflowlm.model import CFMModel
 
 REFERENCE = Path(__file__).parent / "data" / "reference_predictions.npz"
-TRAIN = {"max_epochs": 2, "batch_size": 32, "lr": 1e-3, "weight_decay": 1e-4, "train_size": 0.9, "gradient_clip_val": 1.0}
-CALMFLOW = {"n_time_points": 4, "n_space_tokens": 2, "n_trajectories": 1, "kl_weight": 0.3, "n_latent": 8,
-            "variational": "cvae", "dropout": 0.0}
+TRAIN = {
+    "max_epochs": 2,
+    "batch_size": 32,
+    "lr": 1e-3,
+    "weight_decay": 1e-4,
+    "train_size": 0.9,
+    "gradient_clip_val": 1.0,
+}
+CALMFLOW = {
+    "n_time_points": 4,
+    "n_space_tokens": 2,
+    "n_trajectories": 1,
+    "kl_weight": 0.3,
+    "n_latent": 8,
+    "variational": "cvae",
+    "dropout": 0.0,
+}
 
 
 def _adata(cls):
     adata = scflowlm.data.synthetic_perturbation(n_cells_per_condition=24, n_genes=40, n_pcs=8, seed=0)
-    cls.setup_anndata(adata, prompt_template=TEMPLATE, control_template=CONTROL_TEMPLATE,
-                      perturbation_key="condition", control_value="control")
+    cls.setup_anndata(
+        adata,
+        prompt_template=TEMPLATE,
+        control_template=CONTROL_TEMPLATE,
+        perturbation_key="condition",
+        control_value="control",
+    )
     return adata
 
 
@@ -34,13 +54,17 @@ def _predictions() -> dict[str, np.ndarray]:
     out = {}
     for source in ("noise", "control"):
         scvi.settings.seed = 0
-        model = scflowlm.CaLMFlowModel(_adata(scflowlm.CaLMFlowModel), backbone=tiny_config(), source=source, **CALMFLOW)
+        model = scflowlm.CaLMFlowModel(
+            _adata(scflowlm.CaLMFlowModel), backbone=tiny_config(), source=source, **CALMFLOW
+        )
         quiet_train(model, holdout=[HOLDOUT], **TRAIN)
         out[f"calmflow_{source}"] = model.predict_perturbation(HOLDOUT, n_cells=16, seed=0, temperature=1.0).X
         if source == "noise":
             out["calmflow_noise_sample"] = model.sample(20, seed=1).X
     scvi.settings.seed = 0
-    cfm = CFMModel(_adata(CFMModel), flow="ot", n_hidden=32, n_layers=2, source="control", solver="euler", n_steps=10)
+    cfm = CFMModel(
+        _adata(CFMModel), flow="ot", n_hidden=32, n_layers=2, source="control", solver="euler", n_steps=10
+    )
     quiet_train(cfm, holdout=[HOLDOUT], **TRAIN)
     out["cfm_control"] = cfm.predict_perturbation(HOLDOUT, n_cells=16, seed=0).X
     return {k: np.asarray(v) for k, v in out.items()}

@@ -44,7 +44,9 @@ def test_pretrained_backbone_path_end_to_end(adata, tmp_path):
     from scflowlm.nn import word_tokenizer
 
     setup(adata)
-    prompts = [TEMPLATE.format(cell_type=c, condition=p) for c in "ABC" for p in "xyz"] + ["B NK T IFNB TNF + unstimulated an"]
+    prompts = [TEMPLATE.format(cell_type=c, condition=p) for c in "ABC" for p in "xyz"] + [
+        "B NK T IFNB TNF + unstimulated an"
+    ]
     tok = word_tokenizer(prompts)
     GPTNeoXModel(tiny_config(vocab_size=len(tok))).save_pretrained(tmp_path / "lm")
     tok.save_pretrained(tmp_path / "lm")
@@ -231,5 +233,3 @@ def test_save_load_in_new_process(tmp_path):
     for name, pred in expected.items():
         # equal up to float32 rounding: kernels of a long-running test process may differ in the last bit
         np.testing.assert_allclose(got[name], pred, rtol=1e-5, atol=1e-5, err_msg=name)
-
-

@@ -17,7 +17,9 @@ from scflowlm.model import CFMModel
 
 def data(**kwargs):
     """96 cells x 20 genes, 4 PCs: 12 conditions of 8 cells."""
-    return scflowlm.data.synthetic_perturbation(**({"n_cells_per_condition": 8, "n_genes": 20, "n_pcs": 4} | kwargs))
+    return scflowlm.data.synthetic_perturbation(
+        **({"n_cells_per_condition": 8, "n_genes": 20, "n_pcs": 4} | kwargs)
+    )
 
 
 # ---------------------------------------------------------------- inputs refused with their cause
@@ -81,7 +83,9 @@ def test_missing_layer():
         setup(adata, layer="logcounts")
 
 
-@pytest.mark.parametrize("template", ["Generate a {cell_type cell:", "Generate a cell_type} cell {condition}:"])
+@pytest.mark.parametrize(
+    "template", ["Generate a {cell_type cell:", "Generate a cell_type} cell {condition}:"]
+)
 def test_unbalanced_brace_names_the_template(template):
     with pytest.raises(ValueError, match=r"is not valid .*name obs columns in braces"):
         setup(data(), prompt_template=template)
@@ -93,8 +97,13 @@ def test_template_field_with_a_name_predictions_write(reserved):
     adata = data()
     adata.obs[reserved] = adata.obs["condition"]
     with pytest.raises(ValueError, match=rf"\['{reserved}'\] have names that predictions write"):
-        setup(adata, prompt_template=f"Generate a {{cell_type}} cell with {{{reserved}}}:",
-              control_template=None, perturbation_key=None, control_value=None)
+        setup(
+            adata,
+            prompt_template=f"Generate a {{cell_type}} cell with {{{reserved}}}:",
+            control_template=None,
+            perturbation_key=None,
+            control_value=None,
+        )
 
 
 # ---------------------------------------------------------------- warnings for what would silently mislead
@@ -102,7 +111,9 @@ def test_template_field_with_a_name_predictions_write(reserved):
 
 def test_perturbation_missing_from_template_warns():
     """Bug 3: without the perturbation in the template, 12 conditions would share 3 prompts silently."""
-    with pytest.warns(ScflowlmWarning, match=r"get the same prompt .*12 conditions, 3 distinct prompts.*\{condition\}"):
+    with pytest.warns(
+        ScflowlmWarning, match=r"get the same prompt .*12 conditions, 3 distinct prompts.*\{condition\}"
+    ):
         setup(data(), prompt_template="Generate a {cell_type} cell:", control_template=None)
 
 
@@ -129,11 +140,19 @@ def test_writes_only_registration_entries(adata):
 def test_numeric_perturbation_is_compared_as_numbers():
     """Bug 4: a float dose column with control_value=0 finds its controls; {"dose": 1} is seen."""
     adata = data()
-    adata.obs["dose"] = adata.obs["condition"].map({"control": 0.0, "IFNB": 1.0, "TNF": 10.0, "IFNB+TNF": 100.0}).astype(float)
+    adata.obs["dose"] = (
+        adata.obs["condition"]
+        .map({"control": 0.0, "IFNB": 1.0, "TNF": 10.0, "IFNB+TNF": 100.0})
+        .astype(float)
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("error", ScflowlmWarning)
-        CaLMFlowModel.setup_anndata(adata, prompt_template="Generate a {cell_type} cell at dose {dose}:",
-                                    perturbation_key="dose", control_value=0)
+        CaLMFlowModel.setup_anndata(
+            adata,
+            prompt_template="Generate a {cell_type} cell at dose {dose}:",
+            perturbation_key="dose",
+            control_value=0,
+        )
         model = quiet_train(small_model(adata, source="auto"))
     assert model.module.source == "control"  # controls found, so auto -> control
     assert int(model.module.condition_is_control.sum()) == 3  # one control condition per cell type
@@ -152,11 +171,16 @@ def test_integer_obs_values(categorical):
     adata.obs["dose"] = np.tile([1, 10, 100], adata.n_obs // 3)
     if categorical:
         adata.obs["dose"] = pd.Categorical(adata.obs["dose"])
-    setup(adata, prompt_template="Generate a {cell_type} cell with {condition} at dose {dose}:",
-          control_template="Generate an unstimulated {cell_type} cell at dose {dose}:")
+    setup(
+        adata,
+        prompt_template="Generate a {cell_type} cell with {condition} at dose {dose}:",
+        control_template="Generate an unstimulated {cell_type} cell at dose {dose}:",
+    )
     model = quiet_train(small_model(adata))
     assert "Generate a B cell with IFNB at dose 10:" in model.prompts
-    pred = model.predict_perturbation({"cell_type": "B", "condition": "IFNB", "dose": "10"}, n_cells=3, seed=0)
+    pred = model.predict_perturbation(
+        {"cell_type": "B", "condition": "IFNB", "dose": "10"}, n_cells=3, seed=0
+    )
     assert (pred.obs["dose"] == 10).all()
     assert pred.obs["prompt"].iloc[0] == "Generate a B cell with IFNB at dose 10:"
     assert bool(pred.obs["seen_in_training"].iloc[0])
@@ -166,7 +190,9 @@ def test_values_that_meet_at_a_separator_stay_apart():
     """Bug 8: "B |" and " IFNB" (or "|" inside values) once met at the " | " join of condition labels."""
     adata = data()
     adata.obs["cell_type"] = adata.obs["cell_type"].astype(str).map({"B": "B |", "T": "T", "NK": "NK | x"})
-    adata.obs["condition"] = adata.obs["condition"].astype(str).map(lambda c: " " + c if c != "control" else c)
+    adata.obs["condition"] = (
+        adata.obs["condition"].astype(str).map(lambda c: " " + c if c != "control" else c)
+    )
     setup(adata)
     model = quiet_train(small_model(adata))
     assert len(model.conditions) == 12
@@ -187,13 +213,19 @@ def test_setup_again_does_not_change_a_models_conditions(other):
     model = small_model(adata)
     expected = adata.obs[["cell_type", "condition"]].astype(str).agg("/".join, axis=1).to_numpy()
     if other == "other class":
-        CFMModel.setup_anndata(adata, prompt_template="Generate a {condition} {cell_type} cell:",
-                               perturbation_key="condition", control_value="control")
+        CFMModel.setup_anndata(
+            adata,
+            prompt_template="Generate a {condition} {cell_type} cell:",
+            perturbation_key="condition",
+            control_value="control",
+        )
     else:
         setup(adata, prompt_template="A {condition} cell of type {cell_type}:", control_template=None)
     cells = model.conditions.iloc[model._cell_conditions()].astype(str).agg("/".join, axis=1).to_numpy()
     assert (cells == expected).all()
     quiet_train(model, holdout=[HOLDOUT])
-    assert model.predict_perturbation(HOLDOUT, n_cells=2, seed=0).obs["prompt"].iloc[0] == TEMPLATE.format(**HOLDOUT)
+    assert model.predict_perturbation(HOLDOUT, n_cells=2, seed=0).obs["prompt"].iloc[0] == TEMPLATE.format(
+        **HOLDOUT
+    )
     assert model.prompts[0] == TEMPLATE.format(cell_type="B", condition="IFNB")
     assert CONTROL_TEMPLATE.format(cell_type="B") in model.prompts

@@ -21,17 +21,28 @@ def _table():
     ]
     base = {"A": np.array([1.0, 0, 0]), "A2": np.array([1.0, 0.1, 0]), "B": np.array([0, 0, 5.0])}
     effect = {
-        ("A", "P"): [1, 0, 0], ("A2", "P"): [2, 0, 0], ("B", "P"): [9, 0, 0],
-        ("A", "Q"): [0, 1, 0], ("B", "Q"): [0, 9, 0], ("A", "P+Q"): [3, 3, 0],
+        ("A", "P"): [1, 0, 0],
+        ("A2", "P"): [2, 0, 0],
+        ("B", "P"): [9, 0, 0],
+        ("A", "Q"): [0, 1, 0],
+        ("B", "Q"): [0, 9, 0],
+        ("A", "P+Q"): [3, 3, 0],
     }
-    means = np.stack([base[c["ct"]] + np.asarray(effect.get((c["ct"], c["p"]), [0, 0, 0]), float) for c in conds])
+    means = np.stack(
+        [base[c["ct"]] + np.asarray(effect.get((c["ct"], c["p"]), [0, 0, 0]), float) for c in conds]
+    )
     return conds, means
 
 
 def test_shift_comes_from_the_nearest_other_context_and_never_from_own_cells():
     conds, means = _table()
     kw = {"perturbation_key": "p", "control_value": "ctrl"}
-    targets = [{"ct": "A", "p": "P"}, {"ct": "A2", "p": "P"}, {"ct": "A", "p": "ctrl"}, {"ct": "A2", "p": "Q"}]
+    targets = [
+        {"ct": "A", "p": "P"},
+        {"ct": "A2", "p": "P"},
+        {"ct": "A", "p": "ctrl"},
+        {"ct": "A2", "p": "Q"},
+    ]
     got = nearest_context_shifts(conds, means, targets, **kw)
     np.testing.assert_allclose(got[0], [2, 0, 0])  # A's own P cells unused: A2 (nearest) gives its shift
     np.testing.assert_allclose(got[1], [1, 0, 0])  # A2 <- A
@@ -42,8 +53,12 @@ def test_shift_comes_from_the_nearest_other_context_and_never_from_own_cells():
 def test_unseen_combination_is_the_sum_of_its_singles_and_unknown_gets_zero():
     conds, means = _table()
     kw = {"perturbation_key": "p", "control_value": "ctrl"}
-    got = nearest_context_shifts(conds, means, [{"ct": "B", "p": "P+Q"}, {"ct": "A", "p": "P+Q"}, {"ct": "B", "p": "Z"}], **kw)
-    np.testing.assert_allclose(got[0], [3, 3, 0])  # measured in another context (A): its shift, as the baseline
+    got = nearest_context_shifts(
+        conds, means, [{"ct": "B", "p": "P+Q"}, {"ct": "A", "p": "P+Q"}, {"ct": "B", "p": "Z"}], **kw
+    )
+    np.testing.assert_allclose(
+        got[0], [3, 3, 0]
+    )  # measured in another context (A): its shift, as the baseline
     np.testing.assert_allclose(got[1], [1, 1, 0])  # A's pair held out of its own estimate: A's singles
     np.testing.assert_allclose(got[2], 0)
 
@@ -52,7 +67,8 @@ def test_condition_means_leave_conditions_without_cells_nan():
     states = np.arange(12.0).reshape(6, 2)
     means = condition_means(states, np.array([0, 0, 2, 2, 2, 0]), 4)
     np.testing.assert_allclose(means[0], states[[0, 1, 5]].mean(0))
-    assert np.isnan(means[1]).all() and np.isnan(means[3]).all()
+    assert np.isnan(means[1]).all()
+    assert np.isnan(means[3]).all()
 
 
 def test_model_starts_held_out_flows_from_the_shifted_controls(adata):
@@ -68,5 +84,12 @@ def test_model_starts_held_out_flows_from_the_shifted_controls(adata):
     assert np.isfinite(model.condition_means_).all(axis=1).sum() == 11  # the held-out condition has no cells
     with pytest.raises(ValueError, match="start_shift must be one of"):
         small_model(adata, start_shift="linear")
-    assert scflowlm.CaLMFlowModel(adata, source="noise", start_shift="nearest_context",
-                                  backbone=model.init_params_["non_kwargs"]["backbone"]).start_shift == "none"
+    assert (
+        scflowlm.CaLMFlowModel(
+            adata,
+            source="noise",
+            start_shift="nearest_context",
+            backbone=model.init_params_["non_kwargs"]["backbone"],
+        ).start_shift
+        == "none"
+    )

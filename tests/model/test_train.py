@@ -81,7 +81,10 @@ def _keep_global_seed():
         ({"lr": float("nan")}, r"lr must be a positive number"),
         ({"holdout": "NK"}, r"holdout must be a dict of obs column -> value"),
         ({"holdout": {"cell_type": "Plasma"}}, r"matches no cell"),
-        ({"holdout": [{"condition": c} for c in ("control", "IFNB", "TNF", "IFNB+TNF")]}, r"covers all 96 cells"),
+        (
+            {"holdout": [{"condition": c} for c in ("control", "IFNB", "TNF", "IFNB+TNF")]},
+            r"covers all 96 cells",
+        ),
         ({"holdout": {"dose": 1}}, r"names unknown obs column\(s\) \['dose'\]"),
         ({"batch_size": 500}, r"batch_size=500 is larger than the 86 training cells"),
         ({"ckpt_path": "nowhere.ckpt"}, r"ckpt_path 'nowhere.ckpt' is not a file"),
@@ -93,7 +96,8 @@ def test_bad_arguments_name_the_cause(kwargs, match):
     with pytest.raises((ValueError, TypeError, KeyError, FileNotFoundError), match=match):
         model.train(**({"max_epochs": 1, "batch_size": 16} | kwargs))
     assert not model.is_trained_  # nothing was marked trained
-    assert torch.equal(model.module.x_scale, scale) and torch.equal(model.module.x_mean, mean)  # nor rescaled
+    assert torch.equal(model.module.x_scale, scale)
+    assert torch.equal(model.module.x_mean, mean)
 
 
 def test_holdout_is_the_test_set_and_values_are_typed():
@@ -104,7 +108,8 @@ def test_holdout_is_the_test_set_and_values_are_typed():
     assert not set(model.train_indices_) & set(model.test_indices_)
     codes = set(model.train_conditions_)
     table = model.condition_table
-    assert len(codes) == 11 and table.index_of(table.encode(HOLDOUT)[1]) not in codes
+    assert len(codes) == 11
+    assert table.index_of(table.encode(HOLDOUT)[1]) not in codes
     adata.obs["dose"] = np.tile([1.0, 10.0], adata.n_obs // 2)
     numeric = quiet_train(small_model(adata), holdout={"dose": 10}, batch_size=16)  # 10 matches 10.0
     assert len(numeric.test_indices_) == adata.n_obs // 2

@@ -48,8 +48,12 @@ def test_kv_cache_matches_full_recomputation(M, rows):
     module = make_module(n_trajectories=M)
     x0 = torch.randn(3, M, 6)
     ids, mask = module.prompt_ids[rows], module.prompt_mask[rows]
-    cached = module.rollout(ids, mask, x0, temperature=1.0, use_cache=True, generator=torch.Generator().manual_seed(1))
-    full = module.rollout(ids, mask, x0, temperature=1.0, use_cache=False, generator=torch.Generator().manual_seed(1))
+    cached = module.rollout(
+        ids, mask, x0, temperature=1.0, use_cache=True, generator=torch.Generator().manual_seed(1)
+    )
+    full = module.rollout(
+        ids, mask, x0, temperature=1.0, use_cache=False, generator=torch.Generator().manual_seed(1)
+    )
     assert cached.shape == (3, 5, M, 6)
     torch.testing.assert_close(cached, full, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(cached[:, 0], x0)
@@ -73,7 +77,8 @@ def test_control_source_pairs_within_context():
     context = torch.tensor([0, 0, 1, 1, 0, 1])
     condition = torch.tensor([0, 0, 0, 0, 1, 1])
     x0 = module.draw_source(x1, condition, context)
-    assert torch.equal(x0[0], torch.zeros(6)) and torch.equal(x0[2], torch.full((6,), 10.0))
+    assert torch.equal(x0[0], torch.zeros(6))
+    assert torch.equal(x0[2], torch.full((6,), 10.0))
     torch.testing.assert_close(x0[4:], x1[4:])  # controls start from themselves
 
 

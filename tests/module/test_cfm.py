@@ -64,20 +64,26 @@ def test_vector_field_shapes():
 def test_module_shapes():
     module = make_module("sb")
     inf, gen, out = module(toy_batch(32))
-    assert inf["x_t"].shape == (32, 2) and inf["u_t"].shape == (32, 2)
-    assert inf["t"].shape == (32,) and inf["c"].shape == (32, 2)
+    assert inf["x_t"].shape == (32, 2)
+    assert inf["u_t"].shape == (32, 2)
+    assert inf["t"].shape == (32,)
+    assert inf["c"].shape == (32, 2)
     assert gen["v"].shape == (32, 2)
     assert out.loss.dim() == 0
     assert out.reconstruction_loss["reconstruction_loss"].shape == (32,)
     x0 = torch.randn(10, 2)
     assert module.integrate(x0, COVARIATES[0]).shape == (2, 10, 2)
     times = torch.linspace(0, 1, 5)
-    assert module.integrate(x0, COVARIATES[0].expand(10, -1), method="euler", n_steps=4, times=times).shape == (5, 10, 2)
+    assert module.integrate(
+        x0, COVARIATES[0].expand(10, -1), method="euler", n_steps=4, times=times
+    ).shape == (5, 10, 2)
     rows = torch.tensor([0] * 6 + [1] * 4)
     gens = [torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)]
     out = module.sample(COVARIATES, rows, generators=gens, method="euler", n_steps=5)
     assert out.shape == (10, 2)
-    path = module.sample(COVARIATES, rows, x0=x0, generators=gens, method="euler", n_steps=5, return_path=True)
+    path = module.sample(
+        COVARIATES, rows, x0=x0, generators=gens, method="euler", n_steps=5, return_path=True
+    )
     assert path.shape == (10, 11, 2)
     torch.testing.assert_close(path[:, 0], x0)  # raw coordinates in, raw out
     assert module.training  # generation restores the mode
@@ -122,7 +128,8 @@ def test_ot_pairing_lowers_cost():
     ot_cost = (x1 - make_module("ot").pair(x0, x1, condition)).pow(2).sum(-1).mean()
     sb_cost = (x1 - make_module("sb", sigma=0.5).pair(x0, x1, condition)).pow(2).sum(-1).mean()
     assert ot_cost < 0.8 * random_cost
-    assert ot_cost <= sb_cost + 1e-4 and sb_cost < random_cost
+    assert ot_cost <= sb_cost + 1e-4
+    assert sb_cost < random_cost
     # I-CFM keeps the independent coupling
     assert torch.equal(make_module("i").pair(x0, x1, condition), x0)
 
@@ -130,7 +137,9 @@ def test_ot_pairing_lowers_cost():
 def test_pairing_stays_within_condition():
     torch.manual_seed(0)
     condition = torch.tensor([0, 1] * 20)
-    x0 = torch.cat([torch.zeros(40, 1), condition.view(-1, 1).float()], dim=1)  # second column tags the condition
+    x0 = torch.cat(
+        [torch.zeros(40, 1), condition.view(-1, 1).float()], dim=1
+    )  # second column tags the condition
     x1 = torch.randn(40, 2)
     for flow in ("ot", "sb"):
         paired = make_module(flow).pair(x0, x1, condition)
@@ -145,7 +154,8 @@ def test_sinkhorn_limits():
     assert agree > 0.8
     # high dimension, regularisation far below the cost: no underflow
     idx = sinkhorn_pairing(10 * torch.randn(64, 50), 10 * torch.randn(64, 50), 0.5)
-    assert idx.shape == (64,) and len(torch.unique(idx)) > 48
+    assert idx.shape == (64,)
+    assert len(torch.unique(idx)) > 48
     # huge regularisation: nearly independent pairing (sources drawn with repetition)
     assert len(torch.unique(sinkhorn_pairing(x0, x1, 1e4))) < 32
 

@@ -31,7 +31,11 @@ def toy():
     for ct in ["A", "B"]:
         base = rng.gamma(2.0, size=g)
         for cond in ["control", "stim"]:
-            blocks.append(base + (1.5 if cond == "stim" else 0) * (np.arange(g) < 8) + rng.normal(scale=0.3, size=(50, g)))
+            blocks.append(
+                base
+                + (1.5 if cond == "stim" else 0) * (np.arange(g) < 8)
+                + rng.normal(scale=0.3, size=(50, g))
+            )
             obs += [(ct, cond)] * 50
     x = np.concatenate(blocks).astype(np.float32)
     adata = ad.AnnData(x, obs=pd.DataFrame(obs, columns=KEYS, index=[f"c{i}" for i in range(len(obs))]))
@@ -78,7 +82,10 @@ def test_evaluate_plot(toy, tmp_path):
     bars = [p for p in ax.patches]
     assert len(bars) == 6  # 2 models x (2 conditions + mean)
     heights = np.array([b.get_height() for b in bars]).reshape(2, 3)
-    np.testing.assert_allclose(heights[:, :2], df.pivot(index="model", columns="cell_type", values="r2").loc[["control", "additive"]].to_numpy())
+    np.testing.assert_allclose(
+        heights[:, :2],
+        df.pivot(index="model", columns="cell_type", values="r2").loc[["control", "additive"]].to_numpy(),
+    )
     axes = pl.evaluate(df, metric=["r2", "r2_de"], kind="point", show=False)
     assert [a.get_ylabel() for a in axes] == ["r2", "r2_de"]
     assert all(len(a.collections) == 2 for a in axes)

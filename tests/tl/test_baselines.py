@@ -75,12 +75,18 @@ def test_additive_recovers_planted_shift_and_excludes_own_context():
     held = {"cell_type": "A2", "condition": "IFN"}
     out = tl.baseline_additive(adata, conditions=held, **KW)
     # pooled over the other contexts A and B: mean of their measured shifts
-    sa = _mean(adata, ((adata.obs.cell_type == "A") & (adata.obs.condition == "IFN")).to_numpy()) - _ctrl_mean(adata, "A")
-    sb = _mean(adata, ((adata.obs.cell_type == "B") & (adata.obs.condition == "IFN")).to_numpy()) - _ctrl_mean(adata, "B")
+    sa = _mean(
+        adata, ((adata.obs.cell_type == "A") & (adata.obs.condition == "IFN")).to_numpy()
+    ) - _ctrl_mean(adata, "A")
+    sb = _mean(
+        adata, ((adata.obs.cell_type == "B") & (adata.obs.condition == "IFN")).to_numpy()
+    ) - _ctrl_mean(adata, "B")
     np.testing.assert_allclose(_mean(out) - _ctrl_mean(adata, "A2"), (sa + sb) / 2, atol=1e-4)
     np.testing.assert_allclose((sa + sb) / 2, (truth["d_a"] + truth["d_b"]) / 2, atol=0.15)
     # the PCA coordinates move by the same (projected) shift
-    np.testing.assert_allclose(out.obsm["X_pca"], (np.asarray(out.X) - adata.X.mean(0)) @ adata.varm["PCs"], atol=1e-3)
+    np.testing.assert_allclose(
+        out.obsm["X_pca"], (np.asarray(out.X) - adata.X.mean(0)) @ adata.varm["PCs"], atol=1e-3
+    )
     assert set(out.obs.source_context) == {"pooled"}
 
 

@@ -44,17 +44,26 @@ def test_evaluate_table_and_storage(toy):
     conds = [{"cell_type": ct, "condition": "stim"} for ct in ["A", "B"]]
     pred = tl.baseline_additive(toy, conditions=conds, **KW)
     df = tl.evaluate(toy, pred, space="pca", **KW)
-    assert list(df[["cell_type", "condition"]].itertuples(index=False, name=None)) == [("A", "stim"), ("B", "stim")]
+    assert list(df[["cell_type", "condition"]].itertuples(index=False, name=None)) == [
+        ("A", "stim"),
+        ("B", "stim"),
+    ]
     assert set(tl.METRICS) <= set(df.columns)
     assert pred.uns["scflowlm_evaluate"] is df
     assert (df.n_real == 80).all()
     assert df[list(tl.METRICS)].notna().all().all()
     # the correlation columns equal the direct computation with scipy
-    real_a = np.asarray(toy.X[((toy.obs.cell_type == "A") & (toy.obs.condition == "stim")).to_numpy()]).mean(0)
-    ctrl_a = np.asarray(toy.X[((toy.obs.cell_type == "A") & (toy.obs.condition == "control")).to_numpy()]).mean(0)
+    real_a = np.asarray(toy.X[((toy.obs.cell_type == "A") & (toy.obs.condition == "stim")).to_numpy()]).mean(
+        0
+    )
+    ctrl_a = np.asarray(
+        toy.X[((toy.obs.cell_type == "A") & (toy.obs.condition == "control")).to_numpy()]
+    ).mean(0)
     pred_a = np.asarray(pred.X[(pred.obs.cell_type == "A").to_numpy()]).mean(0)
     assert df.loc[0, "pearson"] == pytest.approx(stats.pearsonr(real_a, pred_a)[0], rel=1e-6)
-    assert df.loc[0, "pearson_delta"] == pytest.approx(stats.pearsonr(real_a - ctrl_a, pred_a - ctrl_a)[0], rel=1e-6)
+    assert df.loc[0, "pearson_delta"] == pytest.approx(
+        stats.pearsonr(real_a - ctrl_a, pred_a - ctrl_a)[0], rel=1e-6
+    )
     assert df.loc[0, "r2"] == pytest.approx(df.loc[0, "pearson"] ** 2)
 
 
@@ -66,7 +75,11 @@ def test_evaluate_ranks_baselines(toy):
     ref, half = tl.baseline_real_vs_real(toy, conditions=cond, condition_keys=KEYS, seed=0)
     # every predictor is scored against the same reference half, at the same number of cells (40): W2 and MMD
     # depend on the sample size, so a half-split floor is only comparable at equal n
-    kw = {"space": "pca", "metrics": ["r2_de", "pearson_delta", "mmd", "wasserstein", "edistance"], "max_cells": 40}
+    kw = {
+        "space": "pca",
+        "metrics": ["r2_de", "pearson_delta", "mmd", "wasserstein", "edistance"],
+        "max_cells": 40,
+    }
     d_ctrl = tl.evaluate(ref, ctrl, **kw, **KW).iloc[0]
     d_add = tl.evaluate(ref, add, **kw, **KW).iloc[0]
     d_rvr = tl.evaluate(ref, half, **kw, **KW).iloc[0]
@@ -85,7 +98,9 @@ def test_metric_selection_groups_and_errors(toy):
     with pytest.raises(ValueError, match="unknown metric"):
         tl.evaluate(toy, pred, metrics=["nope"], **KW)
     with pytest.raises(ValueError, match="perturbation_key"):
-        tl.evaluate(toy, pred, condition_keys=["cell_type"], perturbation_key="condition", control_value="control")
+        tl.evaluate(
+            toy, pred, condition_keys=["cell_type"], perturbation_key="condition", control_value="control"
+        )
 
 
 def test_pred_projected_with_real_pcs(toy):

@@ -33,14 +33,20 @@ def _check(adata, held):
 
 def test_holdout_properties():
     adata = _grid(["T", "B", "NK", "Mono"], ["IFN", "TNF", "IL2"])
-    held = tl.holdout_combinations(adata, ["cell_type", "condition"], n_per_group=2, control={"condition": "control"}, seed=0)
+    held = tl.holdout_combinations(
+        adata, keys=["cell_type", "condition"], n_per_group=2, control={"condition": "control"}, seed=0
+    )
     assert len(held) == 8
     assert len({tuple(h.values()) for h in held}) == 8
     for ct in ["T", "B", "NK", "Mono"]:
         assert sum(h["cell_type"] == ct for h in held) == 2
     _check(adata, held)
-    assert held == tl.holdout_combinations(adata, ["cell_type", "condition"], n_per_group=2, control={"condition": "control"}, seed=0)
-    other = tl.holdout_combinations(adata, ["cell_type", "condition"], n_per_group=2, control={"condition": "control"}, seed=1)
+    assert held == tl.holdout_combinations(
+        adata, keys=["cell_type", "condition"], n_per_group=2, control={"condition": "control"}, seed=0
+    )
+    other = tl.holdout_combinations(
+        adata, keys=["cell_type", "condition"], n_per_group=2, control={"condition": "control"}, seed=1
+    )
     assert other != held
 
 
@@ -48,7 +54,9 @@ def test_holdout_keeps_every_value_seen():
     # one perturbation: it can be held out in all but one cell type
     adata = _grid(["T", "B", "NK"], ["IFN"])
     with pytest.warns(UserWarning, match="only 0 of 1"):
-        held = tl.holdout_combinations(adata, ["cell_type", "condition"], control={"condition": "control"})
+        held = tl.holdout_combinations(
+            adata, keys=["cell_type", "condition"], control={"condition": "control"}
+        )
     assert len(held) == 2
     _check(adata, held)
 
@@ -56,6 +64,8 @@ def test_holdout_keeps_every_value_seen():
 def test_holdout_min_cells_and_missing_combos():
     adata = _grid(["T", "B"], ["IFN", "TNF"], missing=[("B", "TNF")])
     with pytest.warns(UserWarning, match="cell_type='T'"):
-        held = tl.holdout_combinations(adata, ["cell_type", "condition"], control={"condition": "control"}, min_cells=1)
+        held = tl.holdout_combinations(
+            adata, keys=["cell_type", "condition"], control={"condition": "control"}, min_cells=1
+        )
     _check(adata, held)
     assert {"cell_type": "B", "condition": "TNF"} not in held

@@ -7,7 +7,11 @@ import pytest
 
 from scflowlm import tl
 
-KW = {"condition_keys": ["cell_type", "condition"], "perturbation_key": "condition", "control_value": "control"}
+KW = {
+    "condition_keys": ["cell_type", "condition"],
+    "perturbation_key": "condition",
+    "control_value": "control",
+}
 G = 30
 
 
@@ -37,14 +41,20 @@ def _change(pred, adata, ct):
 def test_combination_is_the_sum_of_the_predicted_singles():
     rng = np.random.default_rng(1)
     base, s1, s2 = rng.normal(size=G) * 2, rng.normal(size=G), rng.normal(size=G)
-    adata = _data({("A", "control"): base, ("A", "P"): base + s1, ("A", "Q"): base + s2, ("A", "P+Q"): base + s1 + s2})
+    adata = _data(
+        {("A", "control"): base, ("A", "P"): base + s1, ("A", "Q"): base + s2, ("A", "P+Q"): base + s1 + s2}
+    )
     held = {"cell_type": "A", "condition": "P+Q"}
     train = adata[~((adata.obs.condition == "P+Q").to_numpy())].copy()
     pred = tl.baseline_linear(train, conditions=held, **KW)
-    assert pred.n_obs == 30 and set(pred.obs.condition) == {"P+Q"} and set(pred.obs.baseline) == {"linear"}
+    assert pred.n_obs == 30
+    assert set(pred.obs.condition) == {"P+Q"}
+    assert set(pred.obs.baseline) == {"linear"}
     assert np.abs(_change(pred, adata, "A") - (s1 + s2)).mean() < 0.1
     # the PCA coordinates move with X
-    np.testing.assert_allclose(pred.obsm["X_pca"], (np.asarray(pred.X) - adata.X.mean(0)) @ adata.varm["PCs"], atol=1e-3)
+    np.testing.assert_allclose(
+        pred.obsm["X_pca"], (np.asarray(pred.X) - adata.X.mean(0)) @ adata.varm["PCs"], atol=1e-3
+    )
 
 
 def test_response_linear_in_the_context_profile_is_extrapolated():
@@ -62,7 +72,9 @@ def test_response_linear_in_the_context_profile_is_extrapolated():
     train = adata[~((adata.obs.cell_type == "E") & (adata.obs.condition == "IFN")).to_numpy()].copy()
     truth = d0 + 4 * d1
     err_lin = np.abs(_change(tl.baseline_linear(train, conditions=held, **KW), adata, "E") - truth).mean()
-    err_near = np.abs(_change(tl.baseline_nearest_context(train, conditions=held, **KW), adata, "E") - truth).mean()
+    err_near = np.abs(
+        _change(tl.baseline_nearest_context(train, conditions=held, **KW), adata, "E") - truth
+    ).mean()
     assert err_lin < 0.35  # ridge shrinkage and the column-centred gene PCA of the paper cost a little
     assert err_near > 2 * err_lin
 
@@ -70,7 +82,12 @@ def test_response_linear_in_the_context_profile_is_extrapolated():
 def test_needs_controls_and_condition_keys():
     adata = _data({("A", "control"): np.zeros(G), ("A", "P"): np.ones(G)})
     with pytest.raises(ValueError, match="perturbation_key"):
-        tl.baseline_linear(adata, conditions={"cell_type": "A", "condition": "P"}, condition_keys=["cell_type"],
-                           perturbation_key="condition", control_value="control")
+        tl.baseline_linear(
+            adata,
+            conditions={"cell_type": "A", "condition": "P"},
+            condition_keys=["cell_type"],
+            perturbation_key="condition",
+            control_value="control",
+        )
     with pytest.raises(ValueError, match="no control cells"):
         tl.baseline_linear(adata, conditions={"cell_type": "B", "condition": "P"}, **KW)

@@ -102,7 +102,14 @@ def perturbench_devel(path: str | Path | None = None, *, cache_dir: str | Path |
     """
     if path is not None:
         return _read_local(path, _PERTURBENCH_SHA256)
-    return ad.read_h5ad(fetch(_PERTURBENCH_URL, filename="perturbench_devel.h5ad", sha256=_PERTURBENCH_SHA256, cache_dir=cache_dir))
+    return ad.read_h5ad(
+        fetch(
+            _PERTURBENCH_URL,
+            filename="perturbench_devel.h5ad",
+            sha256=_PERTURBENCH_SHA256,
+            cache_dir=cache_dir,
+        )
+    )
 
 
 def kang2018(path: str | Path | None = None, *, cache_dir: str | Path | None = None) -> ad.AnnData:

@@ -8,11 +8,13 @@ perturbation column equals the control value use the control template instead.
 from __future__ import annotations
 
 import string
-from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 __all__ = ["PromptBuilder", "same_value", "template_fields"]
 
@@ -52,7 +54,9 @@ def template_fields(template: str) -> list[str]:
         if name is None:
             continue
         if name == "" or name.isdigit():
-            raise ValueError(f"Template {template!r} has a positional field '{{{name}}}'; name an obs column.")
+            raise ValueError(
+                f"Template {template!r} has a positional field '{{{name}}}'; name an obs column."
+            )
         if spec or conv:
             raise ValueError(f"Template field '{{{name}}}' may not carry a format spec or conversion.")
         if name not in names:

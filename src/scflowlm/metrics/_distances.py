@@ -1,7 +1,7 @@
 """Distribution distances between two sets of cells: MMD, adaptive MMD, 2-Wasserstein, energy distance.
 
 Arrays in, numbers out: the sets are compared in the space they are given in (see
-:func:`scflowlm.tl.joint_embedding` for the paper's joint UMAP, and :func:`scflowlm.tl.evaluate`).
+:func:`scflowlm.metrics.joint_embedding` for the paper's joint UMAP, and :func:`scflowlm.tl.evaluate`).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
 #: RBF inverse bandwidths that CellFlow averages over (``compute_scalar_mmd``).
 CELLFLOW_GAMMAS: tuple[float, ...] = (2.0, 1.0, 0.5, 0.1, 0.01, 0.005)
+
 
 def _block_sums(
     x: np.ndarray,

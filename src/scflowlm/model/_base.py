@@ -40,6 +40,7 @@ def _rows_of(table: ConditionTable, codes: np.ndarray) -> np.ndarray:
     uniq, inverse = np.unique(codes, axis=0, return_inverse=True)
     return np.array([table.index_of(r) for r in uniq], dtype=np.int64)[inverse.reshape(-1)]
 
+
 #: the head starts a control-source flow can take (see ``start_shift`` of the models)
 START_SHIFTS = ("none", "nearest_context")
 
@@ -109,9 +110,17 @@ class FlowModelBase(TrainingMixin, GenerationMixin, SourceMixin, SaveLoadMixin, 
         """
         setup_method_args = cls._get_setup_method_args(**locals())
         register(
-            cls, adata, setup_method_args=setup_method_args, prompt_template=prompt_template,
-            control_template=control_template, perturbation_key=perturbation_key, control_value=control_value,
-            obsm_key=obsm_key, layer=layer, context_keys=context_keys, **kwargs,
+            cls,
+            adata,
+            setup_method_args=setup_method_args,
+            prompt_template=prompt_template,
+            control_template=control_template,
+            perturbation_key=perturbation_key,
+            control_value=control_value,
+            obsm_key=obsm_key,
+            layer=layer,
+            context_keys=context_keys,
+            **kwargs,
         )
 
     # ------------------------------------------------------------------ what the model knows
@@ -145,7 +154,11 @@ class FlowModelBase(TrainingMixin, GenerationMixin, SourceMixin, SaveLoadMixin, 
         if condition_codes is None:
             codes = cell_codes if cell_codes is not None else np.zeros((1, 0), dtype=np.int64)
             self.condition_table = ConditionTable.from_codes(
-                fields, cats, codes, perturbation_key=args["perturbation_key"], control_value=args["control_value"]
+                fields,
+                cats,
+                codes,
+                perturbation_key=args["perturbation_key"],
+                control_value=args["control_value"],
             )
         else:
             self.condition_table = ConditionTable(
@@ -163,11 +176,21 @@ class FlowModelBase(TrainingMixin, GenerationMixin, SourceMixin, SaveLoadMixin, 
         self.prompts = [self.prompt_builder.render(table.condition(i)) for i in range(len(table))]
         self.context_keys = list(args.get("context_keys") or self.prompt_builder.context_fields)
         self.train_conditions_ = list(range(len(table)))
-        self.n_features = len(self.registry_["field_registries"][REGISTRY_KEYS.X_KEY]["state_registry"]["column_names"])
-        self.loadings_ = self.gene_means_ = self.var_names_ = None  # a load restores the saved ones after __init__
+        self.n_features = len(
+            self.registry_["field_registries"][REGISTRY_KEYS.X_KEY]["state_registry"]["column_names"]
+        )
+        self.loadings_ = self.gene_means_ = self.var_names_ = (
+            None  # a load restores the saved ones after __init__
+        )
         if adata is not None and condition_codes is None:
-            gene_map = GeneMap.from_anndata(adata, n_features=self.n_features, obsm_key=args["obsm_key"], layer=args["layer"])
-            self.loadings_, self.gene_means_, self.var_names_ = gene_map.loadings, gene_map.means, gene_map.var_names
+            gene_map = GeneMap.from_anndata(
+                adata, n_features=self.n_features, obsm_key=args["obsm_key"], layer=args["layer"]
+            )
+            self.loadings_, self.gene_means_, self.var_names_ = (
+                gene_map.loadings,
+                gene_map.means,
+                gene_map.var_names,
+            )
 
     def _resolve_source(self, source: str, *, loading: bool = False) -> str:
         """``"auto"`` -> ``"control"`` when control cells are registered, else ``"noise"``; checks the others.
@@ -256,7 +279,10 @@ class FlowModelBase(TrainingMixin, GenerationMixin, SourceMixin, SaveLoadMixin, 
             return out
         table, args = self.condition_table, self._setup_args
         out[known] = nearest_context_shifts(
-            [table.condition(i) for i in range(len(table))], self.condition_means_, [conditions[i] for i in known],
-            perturbation_key=args["perturbation_key"], control_value=args["control_value"],
+            [table.condition(i) for i in range(len(table))],
+            self.condition_means_,
+            [conditions[i] for i in known],
+            perturbation_key=args["perturbation_key"],
+            control_value=args["control_value"],
         )
         return out

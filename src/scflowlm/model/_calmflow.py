@@ -108,8 +108,12 @@ class CaLMFlowModel(FlowModelBase):
         tokenizer: str | None = None,
     ):
         super().__init__(adata, registry)
-        for name, value, low in (("n_time_points", n_time_points, 2), ("n_space_tokens", n_space_tokens, 1),
-                                 ("n_trajectories", n_trajectories, 1), ("n_latent", n_latent, 1)):
+        for name, value, low in (
+            ("n_time_points", n_time_points, 2),
+            ("n_space_tokens", n_space_tokens, 1),
+            ("n_trajectories", n_trajectories, 1),
+            ("n_latent", n_latent, 1),
+        ):
             if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
                 raise ValueError(f"{name} must be an integer >= {low}, got {value!r}.")
         if not isinstance(kl_weight, numbers.Real) or not math.isfinite(kl_weight) or kl_weight < 0:
@@ -117,13 +121,24 @@ class CaLMFlowModel(FlowModelBase):
         self._init_data(adata, condition_codes)
         source = self._resolve_source(source, loading=condition_codes is not None)
         self.start_shift = self._check_start_shift(start_shift, source)
-        attn = select_attn_implementation(attn_implementation, device="cuda" if torch.cuda.is_available() else "cpu")
-        net, tok = build_backbone(backbone, prompts=self.prompts, tokenizer=tokenizer, attn_implementation=attn)
+        attn = select_attn_implementation(
+            attn_implementation, device="cuda" if torch.cuda.is_available() else "cpu"
+        )
+        net, tok = build_backbone(
+            backbone, prompts=self.prompts, tokenizer=tokenizer, attn_implementation=attn
+        )
         self.prompt_tokenizer = tok
         self.module = CaLMFlowModule(
-            net, self.n_features, n_time_points=n_time_points, n_space_tokens=n_space_tokens,
-            n_trajectories=n_trajectories, n_latent=n_latent, variational=variational, kl_weight=kl_weight,
-            source=source, dropout=dropout,
+            net,
+            self.n_features,
+            n_time_points=n_time_points,
+            n_space_tokens=n_space_tokens,
+            n_trajectories=n_trajectories,
+            n_latent=n_latent,
+            variational=variational,
+            kl_weight=kl_weight,
+            source=source,
+            dropout=dropout,
         )
         self.module.set_prompts(*self._tokenize(self.prompts))
         self._init_module()
@@ -145,8 +160,19 @@ class CaLMFlowModel(FlowModelBase):
         enc = self.prompt_tokenizer(prompts, padding=True, return_tensors="pt", add_special_tokens=False)
         return enc["input_ids"], enc["attention_mask"]  # [C, L], [C, L]
 
-    def _sample_states(self, requests, rows, *, x0, generators, temperature, batch_size, return_path,
-                       use_cache: bool = True, **kwargs) -> torch.Tensor:
+    def _sample_states(
+        self,
+        requests,
+        rows,
+        *,
+        x0,
+        generators,
+        temperature,
+        batch_size,
+        return_path,
+        use_cache: bool = True,
+        **kwargs,
+    ) -> torch.Tensor:
         """One rollout call for all requested conditions: their prompts tokenized together."""
         if kwargs:
             raise TypeError(f"Unknown generation option(s): {sorted(kwargs)}.")
@@ -154,9 +180,19 @@ class CaLMFlowModel(FlowModelBase):
         unk = self.prompt_tokenizer.unk_token_id
         for r, row in zip(requests, ids, strict=True):
             if unk is not None and bool((row == unk).any()):
-                logger.warning("Prompt %r has words outside the tokenizer vocabulary; they read as %s.", r.prompt,
-                               self.prompt_tokenizer.unk_token)
+                logger.warning(
+                    "Prompt %r has words outside the tokenizer vocabulary; they read as %s.",
+                    r.prompt,
+                    self.prompt_tokenizer.unk_token,
+                )
         return self.module.sample(
-            ids, mask, rows, x0=x0, generators=generators, temperature=temperature, batch_size=batch_size,
-            use_cache=use_cache, return_path=return_path,
+            ids,
+            mask,
+            rows,
+            x0=x0,
+            generators=generators,
+            temperature=temperature,
+            batch_size=batch_size,
+            use_cache=use_cache,
+            return_path=return_path,
         )

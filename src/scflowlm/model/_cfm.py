@@ -119,8 +119,15 @@ class CFMModel(FlowModelBase):
         self._build_vocabulary()
         self.covariate_mask_ = np.ones(self.n_covariates, dtype=np.float32)
         self.module = CFMModule(
-            self.n_features, self.n_covariates, flow=flow, sigma=sigma, n_hidden=n_hidden, n_layers=n_layers,
-            source=source, dropout=dropout, n_frequencies=n_frequencies,
+            self.n_features,
+            self.n_covariates,
+            flow=flow,
+            sigma=sigma,
+            n_hidden=n_hidden,
+            n_layers=n_layers,
+            source=source,
+            dropout=dropout,
+            n_frequencies=n_frequencies,
         )
         self.solver = {"method": solver, "rtol": rtol, "atol": atol, "n_steps": n_steps}
         self._set_covariate_buffer()
@@ -133,7 +140,10 @@ class CFMModel(FlowModelBase):
             f"{len(self.condition_table)} training conditions."
         )
         self.init_params_ = self._get_init_params(locals())
-        self.init_params_["non_kwargs"] |= {"condition_codes": self.condition_table.codes.tolist(), "source": source}
+        self.init_params_["non_kwargs"] |= {
+            "condition_codes": self.condition_table.codes.tolist(),
+            "source": source,
+        }
 
     # ------------------------------------------------------------------ covariates
     def _build_vocabulary(self) -> None:
@@ -175,7 +185,9 @@ class CFMModel(FlowModelBase):
                 raise KeyError(f"Condition {dict(condition)} lacks the template field {f!r}.")
             if f == pkey and self.condition_table.is_control(condition):
                 continue
-            parts = [s.strip() for s in str(condition[f]).split(COMBO_SEP)] if f == pkey else [str(condition[f])]
+            parts = (
+                [s.strip() for s in str(condition[f]).split(COMBO_SEP)] if f == pkey else [str(condition[f])]
+            )
             for p in parts:
                 i = self._index[f].get(p)
                 if i is not None:
@@ -186,7 +198,9 @@ class CFMModel(FlowModelBase):
         """Covariate vectors of the registered conditions -> ``module.covariates`` ``[C, P]``."""
         table = self.condition_table
         rows = [self.covariate_vector(table.condition(i)) for i in range(len(table))]
-        cov = np.stack(rows).astype(np.float32) if rows else np.zeros((0, self.n_covariates), np.float32)  # [C, P]
+        cov = (
+            np.stack(rows).astype(np.float32) if rows else np.zeros((0, self.n_covariates), np.float32)
+        )  # [C, P]
         self.module.set_condition_covariates(torch.as_tensor(cov))
 
     def _before_training(self, train_idx: np.ndarray) -> None:
@@ -199,14 +213,30 @@ class CFMModel(FlowModelBase):
         self._set_covariate_buffer()
 
     # ------------------------------------------------------------------ generation
-    def _sample_states(self, requests, rows, *, x0, generators, temperature, batch_size, return_path,
-                       method: str | None = None, rtol: float | None = None, atol: float | None = None,
-                       n_steps: int | None = None, n_path_points: int = 11, **kwargs) -> torch.Tensor:
+    def _sample_states(
+        self,
+        requests,
+        rows,
+        *,
+        x0,
+        generators,
+        temperature,
+        batch_size,
+        return_path,
+        method: str | None = None,
+        rtol: float | None = None,
+        atol: float | None = None,
+        n_steps: int | None = None,
+        n_path_points: int = 11,
+        **kwargs,
+    ) -> torch.Tensor:
         """One ODE call for all requested conditions (``temperature`` has no effect: the ODE is deterministic)."""
         if kwargs:
             raise TypeError(f"Unknown generation option(s): {sorted(kwargs)}.")
         if any(r.condition is None for r in requests):
-            raise ValueError("CFMModel conditions on covariates, not text: pass a condition dict, not a prompt.")
+            raise ValueError(
+                "CFMModel conditions on covariates, not text: pass a condition dict, not a prompt."
+            )
         solver = {
             "method": method or self.solver["method"],
             "rtol": self.solver["rtol"] if rtol is None else rtol,
@@ -214,5 +244,13 @@ class CFMModel(FlowModelBase):
             "n_steps": self.solver["n_steps"] if n_steps is None else n_steps,
         }
         cov = torch.as_tensor(np.stack([self.covariate_vector(r.condition) for r in requests]))  # [C, P]
-        return self.module.sample(cov, rows, x0=x0, generators=generators, batch_size=batch_size,
-                                  return_path=return_path, n_path_points=n_path_points, **solver)
+        return self.module.sample(
+            cov,
+            rows,
+            x0=x0,
+            generators=generators,
+            batch_size=batch_size,
+            return_path=return_path,
+            n_path_points=n_path_points,
+            **solver,
+        )

@@ -48,7 +48,9 @@ def as_condition_list(condition: Any, *, name: str = "condition") -> list[dict[s
     out = []
     for c in condition:
         if not isinstance(c, Mapping):
-            raise TypeError(f"Each {name} must be a dict of template field -> value, got {type(c).__name__} {c!r}.")
+            raise TypeError(
+                f"Each {name} must be a dict of template field -> value, got {type(c).__name__} {c!r}."
+            )
         out.append(dict(c))
     if not out:
         raise ValueError(f"No {name} given.")
@@ -147,7 +149,9 @@ class ConditionTable:
         """
         unknown = sorted(set(condition) - set(self.fields), key=str)
         if unknown:
-            raise KeyError(f"Condition has unknown field(s) {unknown}; the prompt template fields are {self.fields}.")
+            raise KeyError(
+                f"Condition has unknown field(s) {unknown}; the prompt template fields are {self.fields}."
+            )
         missing = [f for f in self.fields if f not in condition]
         if missing:
             raise KeyError(f"Condition {dict(condition)} lacks the template field(s) {missing}.")

@@ -75,12 +75,16 @@ class GeneMap:
     def to_genes(self, states: np.ndarray) -> tuple[np.ndarray, pd.DataFrame]:
         """States ``[n, D]`` -> expression ``[n, G]`` and its ``var`` (``PC1..`` without loadings)."""
         if self.loadings is None:
-            return states.astype(np.float32), pd.DataFrame(index=[f"PC{i + 1}" for i in range(states.shape[1])])
+            return states.astype(np.float32), pd.DataFrame(
+                index=[f"PC{i + 1}" for i in range(states.shape[1])]
+            )
         # float64 products: the same cells on any BLAS threading, rounded once to float32
         X = states.astype(np.float64) @ self.loadings.T.astype(np.float64) + self.means  # [n, G]
         return X.astype(np.float32), pd.DataFrame(index=pd.Index(self.var_names))
 
-    def project(self, adata: ad.AnnData, *, layer: str | None, rows: np.ndarray | slice | None = None) -> np.ndarray:
+    def project(
+        self, adata: ad.AnnData, *, layer: str | None, rows: np.ndarray | slice | None = None
+    ) -> np.ndarray:
         """Expression of ``adata`` (``X`` or ``layer``) -> states ``[n, D]``."""
         if layer is not None and layer not in adata.layers:
             raise KeyError(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numbers
 import os
 import warnings
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +20,7 @@ from scflowlm._warnings import ScflowlmWarning
 from ._conditions import as_condition_list
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Iterable, Mapping, Sequence
 
 __all__ = ["GenerationMixin"]
 
@@ -140,8 +139,15 @@ class GenerationMixin:
             if source is not None:
                 raise ValueError("source= needs a model trained with source='control'.")
             requests, x0, obs = self._noise_requests(as_condition_list(condition), n_cells, seed)
-        return self._generate(requests, x0, obs, temperature=temperature, batch_size=batch_size,
-                              return_path=return_path, **generate_kwargs)
+        return self._generate(
+            requests,
+            x0,
+            obs,
+            temperature=temperature,
+            batch_size=batch_size,
+            return_path=return_path,
+            **generate_kwargs,
+        )
 
     def sample(
         self,
@@ -179,8 +185,14 @@ class GenerationMixin:
             requests += r
             obs.append(o)
         x0 = np.concatenate(x0s) if x0s else None
-        pred = self._generate(requests, x0, pd.concat(obs), temperature=temperature, batch_size=batch_size,
-                              return_path=return_path)
+        pred = self._generate(
+            requests,
+            x0,
+            pd.concat(obs),
+            temperature=temperature,
+            batch_size=batch_size,
+            return_path=return_path,
+        )
         pred.obs_names = np.arange(pred.n_obs).astype(str)
         return pred
 
@@ -198,14 +210,18 @@ class GenerationMixin:
         new = {f: v for j, (f, v) in enumerate(condition.items()) if list(codes)[j] not in set(trained[:, j])}
         if new:
             warnings.warn(
-                f"Values never seen in training: {new}. The prompt still conditions on them.", ScflowlmWarning, stacklevel=5
+                f"Values never seen in training: {new}. The prompt still conditions on them.",
+                ScflowlmWarning,
+                stacklevel=5,
             )
 
     def _prompt_requests(self, prompt: str, n_cells: int, seed: int):
         if self.module.source == "control" or not self._accepts_raw_prompts:
-            raise ValueError("A raw prompt needs a noise-source CaLMFlowModel; pass a condition dict instead.")
+            raise ValueError(
+                "A raw prompt needs a noise-source CaLMFlowModel; pass a condition dict instead."
+            )
         _check_memory(n_cells, self._values_per_cell())
-        req = _Request(None, prompt, False, seed, list(range(n_cells)))
+        req = _Request(None, prompt, seen=False, seed=seed, cells=list(range(n_cells)))
         return [req], None, pd.DataFrame({PROMPT_COL: [prompt] * n_cells, SEEN_COL: False})
 
     def _noise_requests(self, conditions: list[dict], n_cells: int, seed: int):
@@ -225,7 +241,9 @@ class GenerationMixin:
         for cond in conditions:
             unknown = sorted(set(cond) - set(fields), key=str)
             if unknown:
-                raise KeyError(f"Condition has unknown field(s) {unknown}; the prompt template fields are {fields}.")
+                raise KeyError(
+                    f"Condition has unknown field(s) {unknown}; the prompt template fields are {fields}."
+                )
             x0, obs = self._source_states(source, cond, n_cells=n_cells, seed=seed)
             missing = [f for f in fields if f not in cond and f not in obs.columns]
             if missing:
@@ -250,8 +268,17 @@ class GenerationMixin:
         return list(requests.values()), np.concatenate(x0s), obs
 
     # ------------------------------------------------------------------ one module call
-    def _generate(self, requests: list[_Request], x0: np.ndarray | None, obs: pd.DataFrame, *, temperature: float,
-                  batch_size: int, return_path: bool, **kwargs) -> ad.AnnData:
+    def _generate(
+        self,
+        requests: list[_Request],
+        x0: np.ndarray | None,
+        obs: pd.DataFrame,
+        *,
+        temperature: float,
+        batch_size: int,
+        return_path: bool,
+        **kwargs,
+    ) -> ad.AnnData:
         rows = np.empty(len(obs), dtype=np.int64)
         for i, req in enumerate(requests):
             rows[req.cells] = i
@@ -261,8 +288,14 @@ class GenerationMixin:
             start = torch.as_tensor(x0 + self._shifts([r.condition for r in requests])[rows].astype(x0.dtype))
         self.module.eval()
         out = self._sample_states(
-            requests, torch.as_tensor(rows), x0=start, generators=generators,
-            temperature=temperature, batch_size=batch_size, return_path=return_path, **kwargs,
+            requests,
+            torch.as_tensor(rows),
+            x0=start,
+            generators=generators,
+            temperature=temperature,
+            batch_size=batch_size,
+            return_path=return_path,
+            **kwargs,
         ).numpy()  # [n, D] or [n, N, D]
         states = out[:, -1] if return_path else out
         X, var = self.gene_map.to_genes(states)

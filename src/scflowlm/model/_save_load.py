@@ -29,7 +29,11 @@ def _unreadable(err: BaseException) -> bool:
         return "PytorchStreamReader" in str(err) or "zip archive" in str(err)
     if isinstance(err, ValueError):
         return str(err).startswith("Failed to load model file")
-    return isinstance(err, KeyError) and bool(err.args) and err.args[0] in ("attr_dict", "var_names", "model_state_dict")
+    return (
+        isinstance(err, KeyError)
+        and bool(err.args)
+        and err.args[0] in ("attr_dict", "var_names", "model_state_dict")
+    )
 
 
 class SaveLoadMixin:
@@ -60,7 +64,15 @@ class SaveLoadMixin:
                 # scvi-tools only warns about other genes; they are an error below
                 warnings.filterwarnings("ignore", message=r".?var_names.? for the loaded")
                 model = super().load(path, adata=adata, prefix=prefix, **kwargs)
-        except (pickle.UnpicklingError, EOFError, zipfile.BadZipFile, OSError, RuntimeError, ValueError, KeyError) as err:
+        except (
+            pickle.UnpicklingError,
+            EOFError,
+            zipfile.BadZipFile,
+            OSError,
+            RuntimeError,
+            ValueError,
+            KeyError,
+        ) as err:
             if not _unreadable(err):
                 raise
             raise ValueError(
@@ -98,7 +110,15 @@ class SaveLoadMixin:
                 "project the cells with the model: adata.obsm[obsm_key] = (adata.X - model.gene_means_) @ model.loadings_."
             )
 
-    def save(self, dir_path: str, *, prefix: str | None = None, overwrite: bool = False, save_anndata: bool = False, **kwargs) -> None:
+    def save(
+        self,
+        dir_path: str,
+        *,
+        prefix: str | None = None,
+        overwrite: bool = False,
+        save_anndata: bool = False,
+        **kwargs,
+    ) -> None:
         """Save the model (weights, registry, init parameters and every ``*_`` attribute) to ``dir_path``.
 
         Raises :class:`ValueError` if ``dir_path`` exists and ``overwrite`` is False. See

@@ -53,7 +53,9 @@ def check_finite(X, what: str, *, chunk: int = 4096) -> None:
         block = X[start : min(start + chunk, n)]
         if sp.issparse(block):
             block = sp.csr_matrix(block)
-            rows = np.unique(np.repeat(np.arange(block.shape[0]), np.diff(block.indptr))[~np.isfinite(block.data)])
+            rows = np.unique(
+                np.repeat(np.arange(block.shape[0]), np.diff(block.indptr))[~np.isfinite(block.data)]
+            )
         else:
             rows = np.nonzero(~np.isfinite(np.asarray(block)).all(1))[0]
         if len(rows):
@@ -88,7 +90,9 @@ def _check_states(adata: ad.AnnData, obsm_key: str, layer: str | None) -> None:
 def _check_fields(adata: ad.AnnData, builder: PromptBuilder, context_keys: Sequence[str]) -> None:
     missing = [f for f in builder.fields if f not in adata.obs.columns]
     if missing:
-        raise KeyError(f"Template field(s) {missing} are not obs columns; available columns: {list(adata.obs.columns)}.")
+        raise KeyError(
+            f"Template field(s) {missing} are not obs columns; available columns: {list(adata.obs.columns)}."
+        )
     reserved = [f for f in builder.fields if f in RESERVED]
     if reserved:
         raise ValueError(
@@ -101,7 +105,9 @@ def _check_fields(adata: ad.AnnData, builder: PromptBuilder, context_keys: Seque
     for f in dict.fromkeys([*builder.fields, *context_keys]):
         col = adata.obs[f]
         if col.isna().any():
-            raise ValueError(f"obs[{f!r}] has {int(col.isna().sum())} missing (NaN) values; fill or drop them.")
+            raise ValueError(
+                f"obs[{f!r}] has {int(col.isna().sum())} missing (NaN) values; fill or drop them."
+            )
 
 
 def _check_distinct_prompts(adata: ad.AnnData, builder: PromptBuilder) -> None:
@@ -181,7 +187,11 @@ def register(
         raise
     cls.register_manager(manager)
     uns = {"condition_keys": builder.fields, "obsm_key": obsm_key}
-    uns |= {k: v for k, v in (("perturbation_key", perturbation_key), ("control_value", control_value)) if v is not None}
+    uns |= {
+        k: v
+        for k, v in (("perturbation_key", perturbation_key), ("control_value", control_value))
+        if v is not None
+    }
     adata.uns[UNS_KEY] = uns
 
 
@@ -191,14 +201,18 @@ def registered_categories(registry: dict, key: str) -> dict[str, np.ndarray]:
     return {k: np.asarray(v) for k, v in state.get("mappings", {}).items()}
 
 
-def check_against_registry(adata: ad.AnnData, registry: dict, fields: Sequence[str], context_keys: Sequence[str]) -> None:
+def check_against_registry(
+    adata: ad.AnnData, registry: dict, fields: Sequence[str], context_keys: Sequence[str]
+) -> None:
     """Raise a ValueError naming the obs values a saved model's registry lacks."""
     problems = []
     for key in (REGISTRY_KEYS.CONDITION_KEY, REGISTRY_KEYS.CONTEXT_KEY):
         for col, cats in registered_categories(registry, key).items():
             unseen = [v for v in pd.unique(adata.obs[col]) if match_value(cats, v) < 0]
             if unseen:
-                problems.append(f"obs[{col!r}] has value(s) {sorted(map(str, unseen))[:5]} the model was not trained on")
+                problems.append(
+                    f"obs[{col!r}] has value(s) {sorted(map(str, unseen))[:5]} the model was not trained on"
+                )
     if problems:
         raise ValueError(
             "This AnnData does not match the one the model was trained on: "

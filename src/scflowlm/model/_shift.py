@@ -87,7 +87,9 @@ def nearest_context_shifts(
         ctx = _key(target, fields)
         estimate = nearest(ctx, pert)
         if estimate is None and COMBO_SEP in pert:
-            parts = [shift(ctx, s) if shift(ctx, s) is not None else nearest(ctx, s) for s in pert.split(COMBO_SEP)]
+            parts = [
+                shift(ctx, s) if shift(ctx, s) is not None else nearest(ctx, s) for s in pert.split(COMBO_SEP)
+            ]
             estimate = None if any(p is None for p in parts) else np.sum(parts, axis=0)
         if estimate is not None:
             out[i] = estimate

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import anndata as ad
 import numpy as np
 import pandas as pd
@@ -13,16 +11,15 @@ from scflowlm.data import same_value
 
 from ._generation import _check_memory
 
-if TYPE_CHECKING:
-    pass
-
 __all__ = ["SourceMixin"]
 
 
 class SourceMixin:
     """Source cells of control-source predictions, placed in the training space."""
 
-    def _source_states(self, source, condition: dict, *, n_cells: int, seed: int) -> tuple[np.ndarray, pd.DataFrame]:
+    def _source_states(
+        self, source, condition: dict, *, n_cells: int, seed: int
+    ) -> tuple[np.ndarray, pd.DataFrame]:
         """Raw start states ``[n, D]`` and obs of the cells a control-source prediction starts from."""
         if isinstance(source, ad.AnnData):
             obs = source.obs.copy()
@@ -61,7 +58,9 @@ class SourceMixin:
             rng = np.random.default_rng(seed)
             return np.sort(rng.choice(rows, size=n_cells, replace=n_cells > len(rows)))
         if not isinstance(source, np.ndarray | pd.Series | list | pd.Index | tuple):
-            raise TypeError("source must be an AnnData, a boolean mask, integer positions, obs names or None.")
+            raise TypeError(
+                "source must be an AnnData, a boolean mask, integer positions, obs names or None."
+            )
         arr = np.asarray(source)
         if arr.dtype == bool:
             if arr.shape != (self.adata.n_obs,):
@@ -69,7 +68,9 @@ class SourceMixin:
             rows = np.nonzero(arr)[0]
         elif arr.dtype.kind in "iu":
             if arr.size and (arr.min() < 0 or arr.max() >= self.adata.n_obs):
-                raise IndexError(f"source positions must be in [0, {self.adata.n_obs}), got {arr.min()}..{arr.max()}.")
+                raise IndexError(
+                    f"source positions must be in [0, {self.adata.n_obs}), got {arr.min()}..{arr.max()}."
+                )
             rows = arr.astype(int)
         else:
             if not obs.index.is_unique:
@@ -83,7 +84,6 @@ class SourceMixin:
         if len(rows) == 0:
             raise ValueError("source selects no cells.")
         return rows
-
 
     def _project(self, source: ad.AnnData) -> np.ndarray:
         """States of a source AnnData in the training space.
@@ -106,7 +106,9 @@ class SourceMixin:
                 "source[:, model.var_names_]."
             )
         if self.adata is not None and key in source.obsm and source.obs_names.is_unique:
-            rows = self.adata.obs_names.get_indexer(source.obs_names) if self.adata.obs_names.is_unique else None
+            rows = (
+                self.adata.obs_names.get_indexer(source.obs_names) if self.adata.obs_names.is_unique else None
+            )
             if rows is not None and (rows >= 0).all():
                 registered = self._registered(REGISTRY_KEYS.X_KEY, rows)
                 theirs = np.asarray(source.obsm[key])

@@ -17,21 +17,29 @@ if TYPE_CHECKING:
 __all__ = ["check_train_args", "holdout_mask", "split"]
 
 
-def check_train_args(*, max_epochs: Any, batch_size: Any, train_size: Any, validation_size: Any, lr: Any) -> None:
+def check_train_args(
+    *, max_epochs: Any, batch_size: Any, train_size: Any, validation_size: Any, lr: Any
+) -> None:
     """Raise a ValueError naming a ``train`` argument that would give a silently wrong run."""
     if max_epochs is not None and (not isinstance(max_epochs, numbers.Integral) or max_epochs < 1):
-        raise ValueError(f"max_epochs must be a positive integer (or None for the default), got {max_epochs!r}.")
+        raise ValueError(
+            f"max_epochs must be a positive integer (or None for the default), got {max_epochs!r}."
+        )
     if not isinstance(batch_size, numbers.Integral) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
     if not isinstance(train_size, numbers.Real) or not 0 < train_size <= 1:
         raise ValueError(f"train_size must be in (0, 1], got {train_size!r}.")
-    if validation_size is not None and (not isinstance(validation_size, numbers.Real) or not 0 <= validation_size < 1):
+    if validation_size is not None and (
+        not isinstance(validation_size, numbers.Real) or not 0 <= validation_size < 1
+    ):
         raise ValueError(f"validation_size must be in [0, 1) or None, got {validation_size!r}.")
     if not isinstance(lr, numbers.Real) or not np.isfinite(lr) or lr <= 0:
         raise ValueError(f"lr must be a positive number, got {lr!r}.")
 
 
-def holdout_mask(obs: pd.DataFrame, holdout: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None) -> np.ndarray:
+def holdout_mask(
+    obs: pd.DataFrame, holdout: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None
+) -> np.ndarray:
     """Cells matching any of the ``holdout`` conditions (obs column -> value; values compared by type)."""
     mask = np.zeros(len(obs), dtype=bool)
     if holdout is None:

@@ -118,17 +118,29 @@ class TrainingMixin:
         """
         if self.adata is None:
             raise ValueError("This model has no AnnData; pass one to load() to train.")
-        check_train_args(max_epochs=max_epochs, batch_size=batch_size, train_size=train_size,
-                         validation_size=validation_size, lr=lr)
+        check_train_args(
+            max_epochs=max_epochs,
+            batch_size=batch_size,
+            train_size=train_size,
+            validation_size=validation_size,
+            lr=lr,
+        )
         if ckpt_path is not None and not os.path.isfile(ckpt_path):
-            raise FileNotFoundError(f"ckpt_path {str(ckpt_path)!r} is not a file (a Lightning .ckpt checkpoint).")
+            raise FileNotFoundError(
+                f"ckpt_path {str(ckpt_path)!r} is not a file (a Lightning .ckpt checkpoint)."
+            )
         distributed = use_distributed_sampler(trainer_kwargs.get("strategy"))
         seed = scvi.settings.seed
         if seed is None and distributed:
             # every DDP rank must draw the same split: rank 0 picks the seed, the ranks Lightning launches inherit it
-            seed = int(os.environ.setdefault("SCFLOWLM_SPLIT_SEED", str(np.random.default_rng().integers(2**31))))
+            seed = int(
+                os.environ.setdefault("SCFLOWLM_SPLIT_SEED", str(np.random.default_rng().integers(2**31)))
+            )
         train_idx, val_idx, test_idx = split(
-            holdout_mask(self.adata.obs, holdout), train_size=train_size, validation_size=validation_size, seed=seed
+            holdout_mask(self.adata.obs, holdout),
+            train_size=train_size,
+            validation_size=validation_size,
+            seed=seed,
         )
         if len(train_idx) < batch_size:
             raise ValueError(
@@ -144,24 +156,43 @@ class TrainingMixin:
         if distributed:
             datasplitter_kwargs.setdefault("distributed_sampler", True)
         splitter = DataSplitter(
-            self.adata_manager, external_indexing=[train_idx, val_idx, test_idx], batch_size=batch_size,
-            drop_last=True, **datasplitter_kwargs,
+            self.adata_manager,
+            external_indexing=[train_idx, val_idx, test_idx],
+            batch_size=batch_size,
+            drop_last=True,
+            **datasplitter_kwargs,
         )
         plan_kwargs = {"lr": lr, "weight_decay": weight_decay, "optimizer": "AdamW"} | (plan_kwargs or {})
         plan = self._training_plan_cls(self.module, **plan_kwargs)
         if early_stopping:
             trainer_kwargs.setdefault("early_stopping", True)
             trainer_kwargs.setdefault("early_stopping_monitor", "elbo_validation")
-        trainer_kwargs.setdefault("check_val_every_n_epoch", max(1, max_epochs // 20) if len(val_idx) else None)
-        trainer_kwargs.setdefault("log_every_n_steps", min(10, steps_per_epoch))  # small data: no Lightning warning
+        trainer_kwargs.setdefault(
+            "check_val_every_n_epoch", max(1, max_epochs // 20) if len(val_idx) else None
+        )
+        trainer_kwargs.setdefault(
+            "log_every_n_steps", min(10, steps_per_epoch)
+        )  # small data: no Lightning warning
         best = BestWeights("validation_loss" if len(val_idx) else "train_loss") if keep_best else None
         ended_by = ExceptionRecorder()
         callbacks = list(trainer_kwargs.pop("callbacks", None) or [])
-        callbacks += [c for c in (best, LastCheckpoint(checkpoint_dir) if checkpoint_dir else None) if c] + [ended_by]
-        self._run_training(plan, splitter, best, ended_by, max_epochs=max_epochs, accelerator=accelerator,
-                           devices=devices, gradient_clip_val=gradient_clip_val, callbacks=callbacks,
-                           ckpt_path=None if ckpt_path is None else os.fspath(ckpt_path), verbose=verbose,
-                           **trainer_kwargs)
+        callbacks += [c for c in (best, LastCheckpoint(checkpoint_dir) if checkpoint_dir else None) if c] + [
+            ended_by
+        ]
+        self._run_training(
+            plan,
+            splitter,
+            best,
+            ended_by,
+            max_epochs=max_epochs,
+            accelerator=accelerator,
+            devices=devices,
+            gradient_clip_val=gradient_clip_val,
+            callbacks=callbacks,
+            ckpt_path=None if ckpt_path is None else os.fspath(ckpt_path),
+            verbose=verbose,
+            **trainer_kwargs,
+        )
 
     def _before_training(self, train_idx: np.ndarray) -> None:
         """Hook: what a subclass derives from the training cells (default: nothing)."""

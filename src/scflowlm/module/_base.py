@@ -46,7 +46,11 @@ class CodeIndex(nn.Module):
         keys = (codes * strides).sum(-1)  # [K]
         sorted_keys, order = torch.sort(keys)
         device = self.strides.device
-        self.strides, self.sorted_keys, self.order = strides.to(device), sorted_keys.to(device), order.to(device)
+        self.strides, self.sorted_keys, self.order = (
+            strides.to(device),
+            sorted_keys.to(device),
+            order.to(device),
+        )
 
     def forward(self, codes: torch.Tensor) -> torch.Tensor:
         """Per-row codes ``[B, F]`` -> combination index ``[B]``; raises for an unknown combination."""
@@ -128,7 +132,9 @@ class FlowModuleBase(BaseModuleClass):
 
     def set_condition_shift(self, shift: torch.Tensor) -> None:
         """Head start ``[C, D]`` (raw coordinates) added to the control cells a condition's flows start from."""
-        self.condition_shift = torch.as_tensor(shift, dtype=self.x_mean.dtype).to(self.x_mean.device) / self.x_scale
+        self.condition_shift = (
+            torch.as_tensor(shift, dtype=self.x_mean.dtype).to(self.x_mean.device) / self.x_scale
+        )
 
     def draw_source(self, x1: torch.Tensor, condition: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         """Source points for a training batch of standardised targets ``x1 [B, D]``.
@@ -140,7 +146,9 @@ class FlowModuleBase(BaseModuleClass):
         if self.source == "noise":
             return torch.randn_like(x1)
         x0 = x1.clone()
-        shift = self.condition_shift[condition] if len(self.condition_shift) else torch.zeros_like(x1)  # [B, D]
+        shift = (
+            self.condition_shift[condition] if len(self.condition_shift) else torch.zeros_like(x1)
+        )  # [B, D]
         perturbed = ~self.condition_is_control[condition]  # [B]
         for c in torch.unique(context[perturbed]):
             rows = torch.nonzero(perturbed & (context == c)).view(-1)

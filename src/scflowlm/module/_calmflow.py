@@ -79,7 +79,9 @@ class CaLMFlowModule(FlowModuleBase):
         self.n_space_tokens = n_space_tokens
         self.n_trajectories = n_trajectories
         self.kl_weight = kl_weight
-        self.state_tokenizer = SpatioTemporalTokenizer(n_features, hidden, n_space_tokens, n_time_points, dropout)
+        self.state_tokenizer = SpatioTemporalTokenizer(
+            n_features, hidden, n_space_tokens, n_time_points, dropout
+        )
         self.head = VariationalHead(
             n_space_tokens * hidden, n_features, n_latent, max(2 * hidden, 128), variational, dropout
         )
@@ -221,7 +223,9 @@ class CaLMFlowModule(FlowModuleBase):
         for i in range(N - 1):
             if use_cache:
                 tokens = self.state_tokenizer(path[-1][:, None], time_index=i)  # [S, M*K, H]
-                mask = torch.cat([mask, mask.new_ones(S, tokens.shape[1])], dim=1) if mask is not None else None
+                mask = (
+                    torch.cat([mask, mask.new_ones(S, tokens.shape[1])], dim=1) if mask is not None else None
+                )
                 h = backbone_forward(self.backbone, tokens, attention_mask=mask, cache=cache)  # [S, M*K, H]
             else:
                 tokens = self.state_tokenizer(torch.stack(path, dim=1))  # [S, (i+1)*M*K, H]
@@ -279,7 +283,9 @@ class CaLMFlowModule(FlowModuleBase):
             noise = torch.zeros(n, N - 1, self.head.n_latent, dtype=z0.dtype)  # [n, N-1, Z]
             for c, gen in enumerate(generators):
                 idx = torch.nonzero(rows == c).view(-1)
-                for i in range(N - 1) if len(idx) else ():  # step by step, as one rollout of these cells draws it
+                for i in (
+                    range(N - 1) if len(idx) else ()
+                ):  # step by step, as one rollout of these cells draws it
                     noise[idx, i] = torch.randn(len(idx), noise.shape[-1], generator=gen).to(noise)
         seqs, real = [], []
         for c in torch.unique(rows):
@@ -295,8 +301,13 @@ class CaLMFlowModule(FlowModuleBase):
             seq, keep = seqs[start : start + per], real[start : start + per]  # [s, M]
             eps = None if noise is None else noise[seq].transpose(1, 2).to(device)  # [s, N-1, M, Z]
             path = self.rollout(
-                prompt_ids, prompt_mask, z0[seq].to(device), rows=rows[seq[:, 0]], temperature=temperature,
-                noise=eps, use_cache=use_cache,
+                prompt_ids,
+                prompt_mask,
+                z0[seq].to(device),
+                rows=rows[seq[:, 0]],
+                temperature=temperature,
+                noise=eps,
+                use_cache=use_cache,
             )  # [s, N, M, D]
             path = self.unstandardize(path).transpose(1, 2).cpu()  # [s, M, N, D]
             out[seq[keep]] = path[keep] if return_path else path[keep][:, -1]

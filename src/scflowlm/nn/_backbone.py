@@ -27,6 +27,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+
 def default_backbone_config(
     vocab_size: int, *, hidden_size: int = 128, n_layers: int = 4, n_heads: int = 4
 ) -> GPTNeoXConfig:
@@ -70,7 +71,9 @@ def select_attn_implementation(requested: str | None = None, *, device: str | to
     if requested in (None, "auto"):
         return "flash_attention_2" if (has_flash and on_cuda) else "sdpa"
     if requested == "flash_attention_2" and not (has_flash and on_cuda):
-        raise ValueError("flash_attention_2 needs the flash-attn package (pip install 'scflowlm[gpu]') and CUDA.")
+        raise ValueError(
+            "flash_attention_2 needs the flash-attn package (pip install 'scflowlm[gpu]') and CUDA."
+        )
     return requested
 
 
@@ -113,7 +116,9 @@ def build_backbone(
     config = backbone if backbone is not None else default_backbone_config(len(tok))
     config = GPTNeoXConfig.from_dict(config.to_dict())  # a private copy
     if config.vocab_size < len(tok):
-        raise ValueError(f"The backbone vocabulary ({config.vocab_size}) is smaller than the tokenizer's ({len(tok)}).")
+        raise ValueError(
+            f"The backbone vocabulary ({config.vocab_size}) is smaller than the tokenizer's ({len(tok)})."
+        )
     config._attn_implementation = attn_implementation
     return GPTNeoXModel(config), tok
 

@@ -14,7 +14,11 @@ VariationalMode = Literal["cvae", "paper", "none"]
 
 def _mlp(n_in: int, n_hidden: int, n_out: int, dropout: float) -> nn.Sequential:
     return nn.Sequential(
-        nn.Linear(n_in, n_hidden), nn.LayerNorm(n_hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(n_hidden, n_out)
+        nn.Linear(n_in, n_hidden),
+        nn.LayerNorm(n_hidden),
+        nn.GELU(),
+        nn.Dropout(dropout),
+        nn.Linear(n_hidden, n_out),
     )
 
 

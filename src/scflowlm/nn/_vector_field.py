@@ -80,7 +80,9 @@ class VectorFieldMLP(nn.Module):
         layers.append(nn.Linear(n_hidden, n_features))
         self.net = nn.Sequential(*layers)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor | float, c: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, t: torch.Tensor | float, c: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Velocity at states ``x`` ``[B, D]``, times ``t`` (scalar, ``[B]`` or ``[B, 1]``), covariates ``c`` ``[B, P]``.
 
         Returns

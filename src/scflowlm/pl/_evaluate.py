@@ -23,14 +23,18 @@ if TYPE_CHECKING:
 def _condition_label(df: pd.DataFrame, exclude: Sequence[str]) -> pd.Series:
     """One label per row from the non-numeric columns (the condition keys)."""
     cols = [
-        c for c in df.columns if c not in exclude and c not in METRICS and not pd.api.types.is_numeric_dtype(df[c])
+        c
+        for c in df.columns
+        if c not in exclude and c not in METRICS and not pd.api.types.is_numeric_dtype(df[c])
     ]
     if not cols:
         return pd.Series([str(i) for i in range(len(df))], index=df.index)
     return df[cols].astype(str).agg(" / ".join, axis=1)
 
 
-def _draw(ax: Axes, df: pd.DataFrame, metric: str, groupby: str | None, kind: str, *, show_mean: bool) -> None:
+def _draw(
+    ax: Axes, df: pd.DataFrame, metric: str, groupby: str | None, kind: str, *, show_mean: bool
+) -> None:
     labels = _condition_label(df, [groupby] if groupby else [])
     conds = list(dict.fromkeys(labels))
     groups = list(dict.fromkeys(df[groupby].astype(str))) if groupby else [None]
@@ -60,7 +64,7 @@ def _draw(ax: Axes, df: pd.DataFrame, metric: str, groupby: str | None, kind: st
 
 
 def evaluate(
-    data: pd.DataFrame | AnnData,
+    adata: AnnData | pd.DataFrame,
     *,
     metric: str | Sequence[str] = "pearson_delta_de",
     key: str = EVALUATE_KEY,
@@ -75,7 +79,7 @@ def evaluate(
 
     Parameters
     ----------
-    data
+    adata
         A prediction AnnData that :func:`scflowlm.tl.evaluate` wrote its table to (``uns[key]``), or such tables
         (several concatenated, with a ``groupby`` column such as ``"model"``).
     metric
@@ -100,7 +104,7 @@ def evaluate(
     The Axes (a list for several metrics; x tick labels are the conditions, y label the metric, legend the
     models), the Figure with ``return_fig``, or None once shown.
     """
-    df = data.uns[key] if isinstance(data, AnnData) else data
+    df = adata.uns[key] if isinstance(adata, AnnData) else adata
     df = pd.DataFrame(df).reset_index(drop=True)
     metric_list = [metric] if isinstance(metric, str) else list(metric)
     missing = [m for m in metric_list if m not in df.columns]

@@ -8,8 +8,9 @@ import numpy as np
 from anndata import AnnData
 
 from .._constants import SOURCE_OBSM
+from ..metrics import joint_embedding
 from ..metrics._utils import _dense, _rng, _subsample_idx
-from ..tl._embedding import _pca_coords, joint_embedding
+from ..tl._embedding import _pca_coords
 from ..tl._utils import _match_mask
 from ._utils import _finish, _new_ax
 
@@ -50,7 +51,7 @@ def umap_overlap(
 
     Cells are placed in the real data's PCA space (see :func:`scflowlm.tl.evaluate`: ``obsm[rep]``, or ``X``
     projected with ``adata_real.varm["PCs"]``), subsampled, and embedded together with
-    :func:`scflowlm.tl.joint_embedding` (2 components). Nothing is written to the AnnData objects.
+    :func:`scflowlm.metrics.joint_embedding` (2 components). Nothing is written to the AnnData objects.
 
     Parameters
     ----------

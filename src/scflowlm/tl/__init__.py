@@ -9,7 +9,6 @@ from ._baselines import (
     baseline_real_vs_real,
 )
 from ._de import top_de_genes
-from ._embedding import joint_embedding
 from ._evaluate import METRIC_GROUPS, METRICS, evaluate
 from ._holdout import holdout_combinations
 from ._linear import baseline_linear
@@ -25,7 +24,6 @@ __all__ = [
     "baseline_real_vs_real",
     "evaluate",
     "holdout_combinations",
-    "joint_embedding",
     "paired_identity",
     "top_de_genes",
 ]

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
     from anndata import AnnData
 
+
 def _as_list(conditions: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:
     if isinstance(conditions, dict) or hasattr(conditions, "keys"):
         conditions = [conditions]  # type: ignore[list-item]
@@ -141,7 +142,11 @@ def _predict(
                     shift = {r: np.sum([s[r] for s in singles], axis=0) for r in sh.reps}
                     source = ";".join(srcs)
             if shift is None:
-                warnings.warn(f"no shift measurable for {cond}: predicting the control cells", ScflowlmWarning, stacklevel=3)
+                warnings.warn(
+                    f"no shift measurable for {cond}: predicting the control cells",
+                    ScflowlmWarning,
+                    stacklevel=3,
+                )
                 source = "none"
         idx = np.flatnonzero(m_ctrl)
         x = _dense(adata.X[idx])  # (n_ctrl, genes)
@@ -150,11 +155,16 @@ def _predict(
         if shift is not None:
             x = x + shift["X"][None, :]
             obsm = {k: v + shift[k][None, :] for k, v in obsm.items()}
-        obs = pd.DataFrame({k: [cond[k]] * len(idx) for k in keys}, index=[f"{name}-{len(parts)}-{i}" for i in range(len(idx))])
+        obs = pd.DataFrame(
+            {k: [cond[k]] * len(idx) for k in keys},
+            index=[f"{name}-{len(parts)}-{i}" for i in range(len(idx))],
+        )
         obs["baseline"] = name
         obs["source_cell"] = adata.obs_names[idx].to_numpy()
         obs["source_context"] = source
-        parts.append(ad.AnnData(x.astype(np.float32), obs=obs, var=adata.var[[]].copy(), obsm=obsm | src_obsm))
+        parts.append(
+            ad.AnnData(x.astype(np.float32), obs=obs, var=adata.var[[]].copy(), obsm=obsm | src_obsm)
+        )
     out = ad.concat(parts, axis=0, merge="same")
     out.var_names = adata.var_names.copy()
     for k in keys:
@@ -163,7 +173,9 @@ def _predict(
     return out
 
 
-def _record(name: str, keys: list[str], perturbation_key: str, control_value: Any, obsm_keys: Sequence[str]) -> dict:
+def _record(
+    name: str, keys: list[str], perturbation_key: str, control_value: Any, obsm_keys: Sequence[str]
+) -> dict:
     """What made a baseline prediction, as a model's prediction records it in ``uns["scflowlm"]``."""
     return {
         "model": f"baseline_{name}",
@@ -184,7 +196,7 @@ def baseline_control_mean(
     control_value: Any = None,
     obsm_keys: Sequence[str] = ("X_pca",),
 ) -> AnnData:
-    """"No change" baseline: the context's own control cells, relabelled as the condition.
+    """The no-change baseline: the context's own control cells, relabelled as the condition.
 
     Parameters
     ----------

@@ -53,7 +53,9 @@ def top_de_genes(
     Integer indices into ``adata.var_names`` of the top genes, shape (min(n_genes, n_vars),).
     """
     ti = np.flatnonzero(target) if np.asarray(target).dtype == bool else np.asarray(target, dtype=int)
-    ri = np.flatnonzero(reference) if np.asarray(reference).dtype == bool else np.asarray(reference, dtype=int)
+    ri = (
+        np.flatnonzero(reference) if np.asarray(reference).dtype == bool else np.asarray(reference, dtype=int)
+    )
     if len(ti) < 2 or len(ri) < 2:
         msg = f"need at least 2 target and 2 reference cells, got {len(ti)} and {len(ri)}"
         raise ValueError(msg)

@@ -16,6 +16,7 @@ from ..metrics import (
     edistance,
     fit_leiden_classifier,
     inception_score,
+    joint_embedding,
     mean_correlations,
     mmd,
     wasserstein,
@@ -23,7 +24,7 @@ from ..metrics import (
 from ..metrics._leiden import _cluster_distribution, _kl
 from ..metrics._utils import _dense, _rng, _subsample_idx
 from ._de import top_de_genes
-from ._embedding import _pca_coords, joint_embedding
+from ._embedding import _pca_coords
 from ._utils import _check_keys, _conditions_in, _match_mask, _resolve_keys
 
 if TYPE_CHECKING:
@@ -83,18 +84,24 @@ class _Condition:
     control: np.ndarray | None  # None for a control condition or fewer than 2 controls
 
 
-def _correlations(adata_real, adata_pred, cells: _Condition, wanted, *, n_top_de, de_method) -> dict[str, float]:
+def _correlations(
+    adata_real, adata_pred, cells: _Condition, wanted, *, n_top_de, de_method
+) -> dict[str, float]:
     """Correlations of means on all genes, then on the top DE genes of the real condition (suffix ``_de``)."""
     xr, xp = adata_real.X[cells.real], adata_pred.X[cells.pred]
     xc = adata_real.X[cells.control] if cells.control is not None else None
     row = mean_correlations(xr, xp, control=xc)
     if any(m.endswith("_de") for m in wanted) and cells.control is not None and cells.real.sum() >= 2:
-        de = top_de_genes(adata_real, target=cells.real, reference=cells.control, n_genes=n_top_de, method=de_method)
+        de = top_de_genes(
+            adata_real, target=cells.real, reference=cells.control, n_genes=n_top_de, method=de_method
+        )
         row |= {f"{k}_de": v for k, v in mean_correlations(xr, xp, control=xc, genes=de).items()}
     return row
 
 
-def _distances(real, pred, wanted, *, space, gamma, w2_method, max_cells, n_umap, seed, subsample_seed) -> dict:
+def _distances(
+    real, pred, wanted, *, space, gamma, w2_method, max_cells, n_umap, seed, subsample_seed
+) -> dict:
     """The distribution distances in ``space``, each set subsampled to ``max_cells`` first."""
     rng = _rng(subsample_seed)
     a, b = real[_subsample_idx(len(real), max_cells, rng)], pred[_subsample_idx(len(pred), max_cells, rng)]
@@ -229,7 +236,10 @@ def evaluate(
     :func:`scflowlm.pl.evaluate` plots. Nothing else is written; ``adata_real`` is not changed.
     """
     keys, perturbation_key, control_value = _resolve_keys(
-        adata_pred, adata_real, condition_keys=condition_keys, perturbation_key=perturbation_key,
+        adata_pred,
+        adata_real,
+        condition_keys=condition_keys,
+        perturbation_key=perturbation_key,
         control_value=control_value,
     )
     if rep is None:
@@ -258,7 +268,11 @@ def evaluate(
     clf = real_labels = None
     if any(m in LEIDEN_METRICS for m in wanted):
         clf = leiden_classifier or fit_leiden_classifier(pca_real, resolution=leiden_resolution, seed=seed)
-        real_labels = clf.labels if len(clf.labels) == len(pca_real) and leiden_classifier is None else clf.predict(pca_real)
+        real_labels = (
+            clf.labels
+            if len(clf.labels) == len(pca_real) and leiden_classifier is None
+            else clf.predict(pca_real)
+        )
         logger.info("Leiden: %d clusters, classifier accuracy %.3f", clf.n_clusters, clf.accuracy)
     gamma = mmd_gamma if mmd_gamma is not None else (1.0 if space == "umap" else "median")
 
@@ -267,18 +281,35 @@ def evaluate(
         m_real, m_pred = _match_mask(adata_real.obs, cond), _match_mask(adata_pred.obs, cond)
         row: dict[str, Any] = dict(cond) | {"n_real": int(m_real.sum()), "n_pred": int(m_pred.sum())}
         if row["n_real"] and row["n_pred"]:
-            ctrl = _match_mask(adata_real.obs, {k: cond[k] for k in context_keys} | {perturbation_key: str(control_value)})
+            ctrl = _match_mask(
+                adata_real.obs, {k: cond[k] for k in context_keys} | {perturbation_key: str(control_value)}
+            )
             is_control = cond[perturbation_key] == str(control_value)
             cells = _Condition(m_real, m_pred, ctrl if not is_control and ctrl.sum() >= 2 else None)
             if any(m in CORRELATION_METRICS for m in wanted):
-                row |= _correlations(adata_real, adata_pred, cells, wanted, n_top_de=n_top_de, de_method=de_method)
+                row |= _correlations(
+                    adata_real, adata_pred, cells, wanted, n_top_de=n_top_de, de_method=de_method
+                )
             if any(m in DISTRIBUTION_METRICS for m in wanted):
                 if space == "raw":
-                    real, pred = _dense(adata_real.X[np.flatnonzero(m_real)]), _dense(adata_pred.X[np.flatnonzero(m_pred)])
+                    real, pred = (
+                        _dense(adata_real.X[np.flatnonzero(m_real)]),
+                        _dense(adata_pred.X[np.flatnonzero(m_pred)]),
+                    )
                 else:
                     real, pred = pca_real[m_real], pca_pred[m_pred]
-                row |= _distances(real, pred, wanted, space=space, gamma=gamma, w2_method=w2_method,
-                                  max_cells=max_cells, n_umap=n_umap_components, seed=seed, subsample_seed=seed + i)
+                row |= _distances(
+                    real,
+                    pred,
+                    wanted,
+                    space=space,
+                    gamma=gamma,
+                    w2_method=w2_method,
+                    max_cells=max_cells,
+                    n_umap=n_umap_components,
+                    seed=seed,
+                    subsample_seed=seed + i,
+                )
             if clf is not None:
                 row |= _leiden(clf, real_labels[m_real], pca_pred[m_pred], wanted)
         rows.append(row)
@@ -286,4 +317,3 @@ def evaluate(
     if key_added is not None:
         adata_pred.uns[key_added] = df
     return df
-

@@ -17,8 +17,8 @@ if TYPE_CHECKING:
 
 def holdout_combinations(
     adata: AnnData,
-    keys: Sequence[str],
     *,
+    keys: Sequence[str],
     n_per_group: int = 1,
     group_key: str | None = None,
     control: Mapping[str, Any] | None = None,

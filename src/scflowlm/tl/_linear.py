@@ -116,7 +116,9 @@ def baseline_linear(
 
     seen = [c for c in _conditions_in(obs, keys) if tuple(c[k] for k in keys) not in target_set]
     contexts = sorted({tuple(c[k] for k in ckeys) for c in seen})
-    control_mean = {ctx: mean_of(dict(zip(ckeys, ctx, strict=True)) | {perturbation_key: ctrl}) for ctx in contexts}
+    control_mean = {
+        ctx: mean_of(dict(zip(ckeys, ctx, strict=True)) | {perturbation_key: ctrl}) for ctx in contexts
+    }
     train = [
         c
         for c in seen
@@ -144,7 +146,9 @@ def baseline_linear(
     ctrl_centre = ctrl_stack.mean(0)
     basis = U[:, :K].T  # [K, genes], orthonormal: noise directions keep their small size
     z_all = (ctrl_stack - ctrl_centre) @ basis.T  # [contexts, K]
-    z_scale = float(np.sqrt((z_all**2).sum(1).mean())) or 1.0  # unit mean squared norm, comparable to the bias 1
+    z_scale = (
+        float(np.sqrt((z_all**2).sum(1).mean())) or 1.0
+    )  # unit mean squared norm, comparable to the bias 1
 
     def embed(ctx: tuple, single: str) -> np.ndarray:
         onehot = np.zeros(len(singles))
@@ -157,12 +161,17 @@ def baseline_linear(
         return np.outer(onehot, np.concatenate([[1.0], z])).ravel()  # [|singles| * (K + 1)]
 
     P = np.stack(
-        [sum(embed(ctx_of[j], s) for s in j[keys.index(perturbation_key)].split(combo_sep)) for j in cols], axis=1
+        [sum(embed(ctx_of[j], s) for s in j[keys.index(perturbation_key)].split(combo_sep)) for j in cols],
+        axis=1,
     )  # [E, J]
     W = _ridge_bilinear(Y - b[:, None], G, P, ridge)  # [K, E]
 
     loadings = adata.varm["PCs"] if "PCs" in adata.varm else None
-    reps = [k for k in obsm_keys if k in adata.obsm and loadings is not None and adata.obsm[k].shape[1] == loadings.shape[1]]
+    reps = [
+        k
+        for k in obsm_keys
+        if k in adata.obsm and loadings is not None and adata.obsm[k].shape[1] == loadings.shape[1]
+    ]
     parts = []
     for i, cond in enumerate(targets):
         ctx = tuple(cond[k] for k in ckeys)

@@ -49,5 +49,9 @@ def paired_identity(
         msg = f"adata_pred.obsm[{source_key!r}] is missing: only a control-source prediction has source cells"
         raise KeyError(msg)
     return _paired_identity(
-        _as_array(adata_pred, source_key), _as_array(adata_pred, pred_key), mode=mode, fraction=fraction, seed=seed
+        _as_array(adata_pred, source_key),
+        _as_array(adata_pred, pred_key),
+        mode=mode,
+        fraction=fraction,
+        seed=seed,
     )

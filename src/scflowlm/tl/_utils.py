@@ -70,7 +70,9 @@ def _resolve_keys(
     A prediction records them (``predict_perturbation``, ``tl.baseline_*``), and so does ``setup_anndata``; the
     first of ``adatas`` with a record is read.
     """
-    record: Mapping[str, Any] = next((a.uns[UNS_KEY] for a in adatas if a is not None and UNS_KEY in a.uns), {})
+    record: Mapping[str, Any] = next(
+        (a.uns[UNS_KEY] for a in adatas if a is not None and UNS_KEY in a.uns), {}
+    )
     keys = list(condition_keys) if condition_keys is not None else record.get("condition_keys")
     pkey = perturbation_key if perturbation_key is not None else record.get("perturbation_key")
     ctrl = control_value if control_value is not None else record.get("control_value")

@@ -5,9 +5,12 @@ from __future__ import annotations
 import logging
 import math
 import os
+from typing import TYPE_CHECKING
 
-import torch
 from lightning.pytorch.callbacks import Callback
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["BestWeights", "ExceptionRecorder", "LastCheckpoint"]
 

@@ -1,0 +1,84 @@
+"""The house style, checked by machine: signatures of tl/pl, plotting arguments, layering of nn/ and module/."""
+
+from __future__ import annotations
+
+import ast
+import inspect
+from pathlib import Path
+
+import pytest
+
+from scflowlm import pl, tl
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "scflowlm"
+#: public functions whose first argument is not AnnData, and why
+NOT_ANNDATA_FIRST = {"pl.history": "plots a model's training history (or that history dict)"}
+
+
+def _public_functions(module, prefix: str):
+    for name in module.__all__:
+        obj = getattr(module, name)
+        if inspect.isfunction(obj):
+            yield f"{prefix}.{name}", obj
+
+
+@pytest.mark.parametrize(("name", "fn"), [*_public_functions(tl, "tl"), *_public_functions(pl, "pl")])
+def test_first_argument_adata_then_keyword_only(name, fn):
+    params = list(inspect.signature(fn).parameters.values())
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if name not in NOT_ANNDATA_FIRST:
+        assert positional, f"{name} takes no positional argument"
+        assert positional[0].name.startswith("adata"), (
+            f"{name}: first argument {positional[0].name!r}, not adata"
+        )
+    extra = [p.name for p in positional[1:] if not p.name.startswith("adata")]
+    assert not extra, f"{name}: {extra} should be keyword-only (after *)"
+
+
+@pytest.mark.parametrize(("name", "fn"), list(_public_functions(pl, "pl")))
+def test_plots_take_ax_show_return_fig(name, fn):
+    params = inspect.signature(fn).parameters
+    for arg in ("ax", "show", "return_fig"):
+        assert arg in params, f"{name} lacks {arg}="
+    assert params["ax"].default is None
+    assert params["show"].default is None
+    assert params["return_fig"].default is False
+
+
+@pytest.mark.parametrize("package", ["nn", "module"])
+def test_torch_layers_import_no_anndata(package):
+    """nn/ and module/ are pure torch: no anndata, scanpy or scvi AnnData machinery (module/ may use scvi's base)."""
+    for path in (SRC / package).glob("*.py"):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
+            for n in names:
+                assert n.split(".")[0] not in ("anndata", "scanpy"), f"{path.name} imports {n}"
+                assert not n.startswith(("scvi.data", "scvi.model")), f"{path.name} imports {n}"
+
+
+def test_public_modules_list_their_names():
+    """Every subpackage re-exports its names with __all__, and each name exists."""
+    import scflowlm
+
+    for sub in scflowlm.__all__:
+        mod = getattr(scflowlm, sub)
+        if inspect.ismodule(mod):
+            assert hasattr(mod, "__all__"), f"scflowlm.{sub} has no __all__"
+            for name in mod.__all__:
+                assert hasattr(mod, name), f"scflowlm.{sub}.{name} is listed but missing"
+
+
+def test_no_source_file_is_too_long_to_read_at_once():
+    long = {
+        p.relative_to(SRC).as_posix(): n
+        for p in SRC.rglob("*.py")
+        if (n := len(p.read_text().splitlines())) > 400
+    }
+    assert not long, f"files over 400 lines: {long}"
