@@ -27,6 +27,11 @@ other context; for an unseen combination, the sum of its singles) from the train
 condition's own cells: training conditions get the estimate they would get if held out, and the flow learns
 to correct it. The estimates live in ``condition_means_`` (saved with the model)."""
 
+DOC_SHIFT_TRAINING = """\
+Where training flows start with a head start: ``"held_out"``, at the estimate each training condition would get
+if it were held out (the flow learns to correct estimates); ``"own"``, at the condition's own mean shift (the
+flow learns the shape of the response around it, predictions keep the estimate's mean)."""
+
 DOC_BASELINE_COMMON = """\
 adata
     Cells x genes (log-normalised ``X``) with the condition columns in ``obs``: the training cells, including
@@ -61,6 +66,7 @@ coordinates), ``"pca"`` (the coordinates as given) or ``"raw"`` (the values as g
 FRAGMENTS = {
     "source": DOC_SOURCE,
     "start_shift": DOC_START_SHIFT,
+    "shift_training": DOC_SHIFT_TRAINING,
     "baseline_common": DOC_BASELINE_COMMON,
     "baseline_returns": DOC_BASELINE_RETURNS,
     "space": DOC_SPACE,

@@ -45,3 +45,53 @@ def test_kang_local_file():
         shared_file("data", "kang2018_muscat_example", "kang2018_muscat_example_sce.h5ad")
     )
     assert adata.n_obs == 1556
+
+
+def _dong_like(path):
+    """A small file with the columns of Dong et al. 2023."""
+    import anndata as ad
+    import numpy as np
+    import pandas as pd
+
+    obs = pd.DataFrame(
+        {
+            "cell_type0528": ["CD4 T", "B", "Monocyte", "CD4 T"],
+            "perturbation": ["IFNb", "No stimulation", "IFNb+ IFNg", "No stimulation"],
+            "chronicity": ["acute", "acute", "chronic", "chronic"],
+        },
+        index=[f"c{i}" for i in range(4)],
+    )
+    ad.AnnData(np.arange(8, dtype=np.float32).reshape(4, 2), obs=obs).write_h5ad(path)
+    return path
+
+
+def test_dong2023_reads_a_local_file_and_keeps_the_paper_columns(tmp_path):
+    adata = scflowlm.data.dong2023(_dong_like(tmp_path / "dong.h5ad"))
+    assert list(adata.obs["cell_type"]) == ["CD4 T", "B", "Monocyte", "CD4 T"]
+    assert {"perturbation", "chronicity", "cell_type0528"} <= set(adata.obs.columns)
+    scflowlm.data.PromptBuilder(
+        "Generate a {cell_type} cell stimulated with {perturbation} and exposure {chronicity}:",
+        perturbation_key="perturbation",
+    )  # the docstring's template parses on these columns
+
+
+def test_dong2023_download_is_cached_pinned_and_refuses_another_checksum(tmp_path):
+    src = _dong_like(tmp_path / "published.h5ad")
+    cache = tmp_path / "cache"
+    first = scflowlm.data.dong2023(cache_dir=cache, url=src.as_uri())
+    assert (cache / "dong2023.h5ad.sha256").exists()
+    assert first.n_obs == 4
+    with pytest.raises(OSError, match="Checksum mismatch"):
+        scflowlm.data.dong2023(cache_dir=cache, url=src.as_uri(), sha256="0" * 64)
+    with pytest.raises(OSError, match="SHA-256 differs"):
+        scflowlm.data.dong2023(src, sha256="0" * 64)
+
+
+def test_dong2023_rejects_another_file(tmp_path):
+    import anndata as ad
+    import numpy as np
+
+    other = tmp_path / "other.h5ad"
+    ad.AnnData(np.zeros((2, 2), dtype=np.float32)).write_h5ad(other)
+    with pytest.raises(ValueError, match=r"not the Dong et al. 2023 file: obs lacks \['cell_type0528'"):
+        scflowlm.data.dong2023(other)

@@ -193,3 +193,24 @@ def test_module_is_called_once_per_prediction(trained, monkeypatch):
     model.predict_perturbation([HOLDOUT, {"cell_type": "B", "condition": "TNF"}], n_cells=3, seed=0)
     assert len(calls) == 1
     assert isinstance(model.module.x_mean, torch.Tensor)
+
+
+def test_return_path_holds_the_rollout_from_source_to_prediction(trained):
+    model, _ = trained
+    pred = model.predict_perturbation(HOLDOUT, n_cells=7, seed=2, return_path=True)
+    path = pred.obsm["X_path"]
+    assert path.shape == (7, model.module.n_time_points, pred.obsm["X_pca"].shape[1])
+    np.testing.assert_allclose(path[:, -1], pred.obsm["X_pca"], atol=1e-6)
+    plain = model.predict_perturbation(HOLDOUT, n_cells=7, seed=2)
+    np.testing.assert_allclose(plain.X, pred.X, atol=1e-6)  # asking for the path changes nothing else
+    sampled = model.sample(9, seed=0, return_path=True)
+    assert sampled.obsm["X_path"].shape[:2] == (9, model.module.n_time_points)
+
+
+def test_return_path_of_a_control_source_starts_at_the_source(adata):
+    setup(adata)
+    model = quiet_train(small_model(adata, source="control"))
+    ctrl = adata[(adata.obs.condition == "control") & (adata.obs.cell_type == "B")].copy()
+    pred = model.predict_perturbation({"condition": "IFNB"}, source=ctrl, seed=0, return_path=True)
+    np.testing.assert_allclose(pred.obsm["X_path"][:, 0], ctrl.obsm["X_pca"], atol=1e-4)
+    np.testing.assert_allclose(pred.obsm["X_path"][:, -1], pred.obsm["X_pca"], atol=1e-6)

@@ -123,3 +123,24 @@ def test_history_plot(tmp_path):
     fig.savefig(tmp_path / "history.png")
     with pytest.raises(ValueError, match="none of"):
         pl.history(_FakeModel(), keys=["missing"], show=False)
+
+
+@pytest.mark.parametrize("basis", ["pca", "umap"])
+def test_flow_draws_paths_from_source_to_prediction(trained, basis):
+    from helpers import HOLDOUT
+
+    model, adata = trained
+    pred = model.predict_perturbation(HOLDOUT, n_cells=12, seed=0, return_path=True)
+    ax = pl.flow(adata, pred, basis=basis, n_paths=5, show=False)
+    lines = ax.get_lines()
+    assert len(lines) == 5
+    assert all(len(line.get_xdata()) == model.module.n_time_points for line in lines)
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels == ["real", "start", "end"]
+    n_real = int(((adata.obs.cell_type == "NK") & (adata.obs.condition == "IFNB+TNF")).sum())
+    assert len(ax.collections[0].get_offsets()) == n_real
+    if basis == "pca":  # the end markers are the predictions' first two coordinates
+        ends = ax.collections[2].get_offsets()
+        assert (np.abs(ends[:, :1] - pred.obsm["X_pca"][None, :, 0]).min(1) < 1e-4).all()
+    with pytest.raises(KeyError, match="return_path=True"):
+        pl.flow(adata, model.predict_perturbation(HOLDOUT, n_cells=3, seed=0), show=False)

@@ -11,7 +11,15 @@ from pathlib import Path
 
 import anndata as ad
 
-__all__ = ["fetch", "kang2018", "perturbench_devel"]
+__all__ = [
+    "DONG2023_COLUMNS",
+    "DONG2023_SHA256",
+    "DONG2023_URL",
+    "dong2023",
+    "fetch",
+    "kang2018",
+    "perturbench_devel",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -130,3 +138,77 @@ def kang2018(path: str | Path | None = None, *, cache_dir: str | Path | None = N
             logger.info("Read the muscat example subset of Kang 2018.")
         return adata
     return ad.read_h5ad(fetch(_KANG_URL, filename="kang2018.h5ad", sha256=None, cache_dir=cache_dir))
+
+
+#: Dong et al. 2023 (CINEMA-OT) PBMC cytokine stimulations, as pertpy's ``dong_2023`` serves it.
+DONG2023_URL = "https://figshare.com/ndownloader/files/43068190"
+#: Neither the authors nor pertpy publish a checksum, and the file cannot be fetched where this package is built:
+#: without ``sha256=``, the checksum of the first download is pinned beside the cached file and checked on
+#: every later read (see :func:`fetch`).
+DONG2023_SHA256: str | None = None
+#: obs columns of the paper's conditions: cell type (annotation of 2023-05-28), stimulation, exposure
+DONG2023_COLUMNS = ("cell_type0528", "perturbation", "chronicity")
+
+
+def dong2023(
+    path: str | Path | None = None,
+    *,
+    cache_dir: str | Path | None = None,
+    sha256: str | None = DONG2023_SHA256,
+    url: str = DONG2023_URL,
+) -> ad.AnnData:
+    """Dong et al. 2023 PBMCs (CINEMA-OT): cell types x cytokine stimulations x acute or chronic exposure.
+
+    The real data set of the CaLMFlow paper (:cite:p:`he2024calmflow`): peripheral blood mononuclear cells
+    stimulated with single cytokines or combinations, or left unstimulated (``"No stimulation"``), for a short
+    (acute) or long (chronic) time. The paper's obs columns are kept: ``cell_type0528`` (also copied to
+    ``cell_type``), ``perturbation`` (combinations written as in the source, e.g. ``"IFNb+ IFNg"``) and
+    ``chronicity``. ``X`` is as published (raw counts: normalise and log1p before a PCA).
+
+    Parameters
+    ----------
+    path
+        A local copy of the h5ad (checked against ``sha256`` when given). ``None`` downloads it from ``url``
+        into the cache once.
+    cache_dir
+        Cache folder for the download (default ``$SCFLOWLM_CACHE`` or ``~/.cache/scflowlm``).
+    sha256
+        Expected checksum; ``None`` pins the checksum of the first download (see :data:`DONG2023_SHA256`).
+    url
+        Where to download from (a mirror, or ``file://`` for a local copy to cache).
+
+    Returns
+    -------
+    The AnnData, with ``obs["cell_type"]`` added when the file has only ``cell_type0528``.
+
+    Examples
+    --------
+    The paper's prompt, with the unstimulated cells as controls:
+
+    >>> import scanpy as sc
+    >>> import scflowlm
+    >>> adata = scflowlm.data.dong2023()
+    >>> sc.pp.normalize_total(adata)
+    >>> sc.pp.log1p(adata)
+    >>> sc.pp.highly_variable_genes(adata, n_top_genes=2000, subset=True)
+    >>> sc.pp.pca(adata, n_comps=50)
+    >>> scflowlm.CaLMFlowModel.setup_anndata(
+    ...     adata,
+    ...     prompt_template="Generate a {cell_type} cell stimulated with {perturbation} and exposure {chronicity}:",
+    ...     control_template="Generate a {cell_type} cell with no stimulation and exposure {chronicity}:",
+    ...     perturbation_key="perturbation",
+    ...     control_value="No stimulation",
+    ... )
+    """
+    if path is not None:
+        adata = _read_local(path, sha256)
+    else:
+        adata = ad.read_h5ad(fetch(url, filename="dong2023.h5ad", sha256=sha256, cache_dir=cache_dir))
+    missing = [c for c in DONG2023_COLUMNS if c not in adata.obs.columns]
+    if missing:
+        raise ValueError(
+            f"This is not the Dong et al. 2023 file: obs lacks {missing} (it has {list(adata.obs.columns)[:10]})."
+        )
+    if "cell_type" not in adata.obs.columns:
+        adata.obs["cell_type"] = adata.obs["cell_type0528"]
+    return adata

@@ -48,6 +48,7 @@ def mean_correlations(
     - ``r2_score``: coefficient of determination ``1 - sum (mu_real - mu_pred)^2 / sum (mu_real - mean)^2``
       (sklearn ``r2_score``, as CellFlow / CPA); can be negative;
     - ``spearman``: Spearman rho of ``mu_pred`` vs ``mu_real``;
+    - ``mae``: mean absolute error ``mean |mu_pred - mu_real|`` (cell-eval's ``mae``);
     - ``pearson_delta`` (with ``control``): Pearson r of ``mu_pred - mu_ctrl`` vs ``mu_real - mu_ctrl``
       (cell-eval's ``pearson_delta``): it tests the predicted change, which the R^2 of means hides when the
       control already looks like the target.
@@ -65,7 +66,7 @@ def mean_correlations(
 
     Returns
     -------
-    dict with keys ``r2``, ``r2_score``, ``pearson``, ``spearman`` and, with ``control``, ``pearson_delta``.
+    dict with keys ``r2``, ``r2_score``, ``pearson``, ``spearman``, ``mae`` and, with ``control``, ``pearson_delta``.
     """
     mr, mp = _profile(x), _profile(y)  # (genes,)
     if mr.shape != mp.shape:
@@ -80,6 +81,7 @@ def mean_correlations(
         "r2_score": 1.0 - float(np.sum((a - b) ** 2)) / ss if ss > 0 else float("nan"),
         "pearson": r,
         "spearman": _spearman(a, b),
+        "mae": float(np.mean(np.abs(a - b))),
     }
     if control is not None:
         mc = _profile(control)[idx]

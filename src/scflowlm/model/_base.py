@@ -20,7 +20,7 @@ from ._gene_map import GeneMap
 from ._generation import GenerationMixin
 from ._save_load import SaveLoadMixin
 from ._setup import register, registered_categories
-from ._shift import condition_means, nearest_context_shifts
+from ._shift import condition_means, nearest_context_shifts, own_shifts
 from ._sources import SourceMixin
 from ._training import TrainingMixin
 
@@ -56,6 +56,8 @@ class FlowModelBase(TrainingMixin, GenerationMixin, SourceMixin, SaveLoadMixin, 
     _training_plan_cls = FlowTrainingPlan
     #: head start of control-source flows, set by a subclass's ``start_shift`` argument
     start_shift: str = "none"
+    #: where training flows start with a head start: ``"held_out"`` estimates or their ``"own"`` shift
+    shift_training: str = "held_out"
 
     # ------------------------------------------------------------------ setup
     @classmethod
@@ -218,6 +220,13 @@ class FlowModelBase(TrainingMixin, GenerationMixin, SourceMixin, SaveLoadMixin, 
             raise ValueError(f"start_shift must be one of {START_SHIFTS}, got {start_shift!r}.")
         return start_shift if source == "control" else "none"
 
+    @staticmethod
+    def _check_choice(name: str, value: Any, choices: Sequence[Any]) -> Any:
+        """``value`` if it is one of ``choices``, else a ValueError naming the argument."""
+        if value not in choices:
+            raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}.")
+        return value
+
     def _init_module(self) -> None:
         """Give the new module the condition and context tables, then standardisation and control pool."""
         table = self.condition_table
@@ -267,9 +276,20 @@ class FlowModelBase(TrainingMixin, GenerationMixin, SourceMixin, SaveLoadMixin, 
         rows = np.arange(self.adata.n_obs) if rows is None else rows
         self.condition_means_ = condition_means(x, self._cell_conditions()[rows], len(self.condition_table))
         if self.start_shift != "none":
-            table = self.condition_table
+            table, args = self.condition_table, self._setup_args
             every = [table.condition(i) for i in range(len(table))]
-            self.module.set_condition_shift(torch.as_tensor(self._shifts(every), dtype=torch.float32))
+            if (
+                self.shift_training == "own"
+            ):  # training flows start at their own shift: the flow learns the shape
+                shift = own_shifts(
+                    every,
+                    self.condition_means_,
+                    perturbation_key=args["perturbation_key"],
+                    control_value=args["control_value"],
+                )
+            else:  # at the estimate they would get if held out: the flow learns to correct it
+                shift = self._shifts(every)
+            self.module.set_condition_shift(torch.as_tensor(shift, dtype=torch.float32))
 
     def _shifts(self, conditions: Sequence[dict[str, Any] | None]) -> np.ndarray:
         """Head start ``[T, D]`` of each condition (zeros without ``start_shift`` or for a raw prompt)."""

@@ -61,10 +61,17 @@ class CaLMFlowModel(FlowModelBase):
         %(source)s
     start_shift
         %(start_shift)s
+    shift_training
+        %(shift_training)s
     attn_implementation
         ``"auto"`` (flash-attention-2 when installed and on CUDA, else SDPA), ``"sdpa"`` or ``"eager"``.
     dropout
         Dropout in the tokenizer and head MLPs.
+    prompt_dropout
+        Probability that a training sequence reads its condition's prompt with the context fields left empty
+        (``"Generate a  cell stimulated with IFN-beta:"``), so the model also learns each perturbation's flow
+        from the start cell alone and leans less on a context word it saw only with other perturbations.
+        Generation always reads the full prompt.
     condition_codes
         The training conditions as field codes (set on save; leave ``None``).
     tokenizer
@@ -102,8 +109,10 @@ class CaLMFlowModel(FlowModelBase):
         variational: Literal["cvae", "paper", "none"] = "cvae",
         source: Literal["auto", "noise", "control"] = "auto",
         start_shift: Literal["none", "nearest_context"] = "none",
+        shift_training: Literal["held_out", "own"] = "held_out",
         attn_implementation: str = "auto",
         dropout: float = 0.0,
+        prompt_dropout: float = 0.0,
         condition_codes: Sequence[Sequence[int]] | None = None,
         tokenizer: str | None = None,
     ):
@@ -118,14 +127,20 @@ class CaLMFlowModel(FlowModelBase):
                 raise ValueError(f"{name} must be an integer >= {low}, got {value!r}.")
         if not isinstance(kl_weight, numbers.Real) or not math.isfinite(kl_weight) or kl_weight < 0:
             raise ValueError(f"kl_weight must be a finite number >= 0, got {kl_weight!r}.")
+        if not isinstance(prompt_dropout, numbers.Real) or not 0 <= prompt_dropout < 1:
+            raise ValueError(f"prompt_dropout must be in [0, 1), got {prompt_dropout!r}.")
         self._init_data(adata, condition_codes)
         source = self._resolve_source(source, loading=condition_codes is not None)
         self.start_shift = self._check_start_shift(start_shift, source)
+        self.shift_training = self._check_choice("shift_training", shift_training, ("held_out", "own"))
         attn = select_attn_implementation(
             attn_implementation, device="cuda" if torch.cuda.is_available() else "cpu"
         )
         net, tok = build_backbone(
-            backbone, prompts=self.prompts, tokenizer=tokenizer, attn_implementation=attn
+            backbone,
+            prompts=self.prompts + self._context_free_prompts(),
+            tokenizer=tokenizer,
+            attn_implementation=attn,
         )
         self.prompt_tokenizer = tok
         self.module = CaLMFlowModule(
@@ -139,8 +154,10 @@ class CaLMFlowModel(FlowModelBase):
             kl_weight=kl_weight,
             source=source,
             dropout=dropout,
+            prompt_dropout=prompt_dropout,
         )
-        self.module.set_prompts(*self._tokenize(self.prompts))
+        prompts = self.prompts + (self._context_free_prompts() if prompt_dropout > 0 else [])
+        self.module.set_prompts(*self._tokenize(prompts))
         self._init_module()
         self._model_summary_string = (
             f"CaLMFlow: N={n_time_points} time points x K={n_space_tokens} space tokens x M={n_trajectories} "
@@ -155,6 +172,15 @@ class CaLMFlowModel(FlowModelBase):
         saved["tokenizer"] = tokenizer_state(tok)
         saved["condition_codes"] = self.condition_table.codes.tolist()
         saved["source"] = source  # the resolved one: a load with other cells must not resolve "auto" again
+
+    def _context_free_prompts(self) -> list[str]:
+        """Each registered condition's prompt with its context fields left empty (for ``prompt_dropout``)."""
+        table, context = self.condition_table, set(self.prompt_builder.context_fields)
+        out = []
+        for i in range(len(table)):
+            cond = {f: ("" if f in context else v) for f, v in table.condition(i).items()}
+            out.append(" ".join(self.prompt_builder.render(cond).split()))
+        return out
 
     def _tokenize(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         enc = self.prompt_tokenizer(prompts, padding=True, return_tensors="pt", add_special_tokens=False)

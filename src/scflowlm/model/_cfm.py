@@ -58,6 +58,8 @@ class CFMModel(FlowModelBase):
         %(source)s
     start_shift
         %(start_shift)s
+    shift_training
+        %(shift_training)s
     solver
         ``torchdiffeq`` solver used by default at prediction: ``"dopri5"`` (adaptive), ``"euler"``,
         ``"rk4"``, ...; overridable per call (``predict_perturbation(..., method=)``).
@@ -101,6 +103,7 @@ class CFMModel(FlowModelBase):
         n_layers: int = 3,
         source: Literal["auto", "noise", "control"] = "auto",
         start_shift: Literal["none", "nearest_context"] = "none",
+        shift_training: Literal["held_out", "own"] = "held_out",
         solver: str = "dopri5",
         rtol: float = 1e-5,
         atol: float = 1e-5,
@@ -116,6 +119,7 @@ class CFMModel(FlowModelBase):
         self._init_data(adata, condition_codes)
         source = self._resolve_source(source, loading=condition_codes is not None)
         self.start_shift = self._check_start_shift(start_shift, source)
+        self.shift_training = self._check_choice("shift_training", shift_training, ("held_out", "own"))
         self._build_vocabulary()
         self.covariate_mask_ = np.ones(self.n_covariates, dtype=np.float32)
         self.module = CFMModule(

@@ -11,7 +11,7 @@ from scflowlm.data import same_value
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-__all__ = ["condition_means", "nearest_context_shifts"]
+__all__ = ["condition_means", "nearest_context_shifts", "own_shifts"]
 
 #: separator of the single perturbations of a combination label
 COMBO_SEP = "+"
@@ -93,4 +93,29 @@ def nearest_context_shifts(
             estimate = None if any(p is None for p in parts) else np.sum(parts, axis=0)
         if estimate is not None:
             out[i] = estimate
+    return out
+
+
+def own_shifts(
+    conditions: Sequence[dict[str, Any]], means: np.ndarray, *, perturbation_key: str, control_value: Any
+) -> np.ndarray:
+    """Shift ``[C, D]`` of each condition measured on its own cells (mean minus its context's control mean).
+
+    Zeros for controls and for conditions without cells or without controls in their context.
+    """
+    fields = [f for f in (conditions[0] if conditions else {}) if f != perturbation_key]
+    control = {
+        _key(c, fields): m
+        for c, m in zip(conditions, means, strict=True)
+        if same_value(c[perturbation_key], control_value) and np.isfinite(m).all()
+    }
+    out = np.zeros_like(means)
+    for i, (cond, mean) in enumerate(zip(conditions, means, strict=True)):
+        ctrl = control.get(_key(cond, fields))
+        if (
+            ctrl is not None
+            and np.isfinite(mean).all()
+            and not same_value(cond[perturbation_key], control_value)
+        ):
+            out[i] = mean - ctrl
     return out

@@ -55,6 +55,9 @@ class CaLMFlowModule(FlowModuleBase):
         ``"noise"`` or ``"control"``.
     dropout
         Dropout in the tokenizer and head MLPs.
+    prompt_dropout
+        Probability that a training sequence reads its condition's context-free prompt (set with
+        :meth:`set_prompts`) instead of the full one.
     """
 
     def __init__(
@@ -70,6 +73,7 @@ class CaLMFlowModule(FlowModuleBase):
         kl_weight: float = 0.3,
         source: str = "noise",
         dropout: float = 0.0,
+        prompt_dropout: float = 0.0,
     ):
         super().__init__(n_features, source)
         self.backbone = backbone
@@ -79,6 +83,7 @@ class CaLMFlowModule(FlowModuleBase):
         self.n_space_tokens = n_space_tokens
         self.n_trajectories = n_trajectories
         self.kl_weight = kl_weight
+        self.prompt_dropout = prompt_dropout
         self.state_tokenizer = SpatioTemporalTokenizer(
             n_features, hidden, n_space_tokens, n_time_points, dropout
         )
@@ -91,7 +96,10 @@ class CaLMFlowModule(FlowModuleBase):
 
     # ------------------------------------------------------------------ prompts
     def set_prompts(self, ids: torch.Tensor, mask: torch.Tensor) -> None:
-        """Token ids ``[C, L]`` and attention mask ``[C, L]`` of the C known conditions (left-padded)."""
+        """Token ids ``[C, L]`` and attention mask ``[C, L]`` of the C known conditions (left-padded).
+
+        With ``prompt_dropout``, rows ``C..2C-1`` (``[2C, L]``) hold the same conditions' context-free prompts.
+        """
         device = self.x_mean.device
         self.prompt_ids = torch.as_tensor(ids, dtype=torch.long).to(device)
         self.prompt_mask = torch.as_tensor(mask, dtype=torch.long).to(device)
@@ -141,7 +149,13 @@ class CaLMFlowModule(FlowModuleBase):
         x0 = self.draw_source(x1, condition, context)  # [B, D]
         groups = group_trajectories(condition, self.n_trajectories)  # [S, M]
         path = straight_path(x0[groups], x1[groups], self.times).transpose(1, 2)  # [S, N, M, D]
-        used, rows = torch.unique(condition[groups[:, 0]], return_inverse=True)  # [U], [S]
+        prompt = condition[groups[:, 0]]  # [S] row of each sequence's prompt
+        if self.training and self.prompt_dropout > 0:  # some sequences read their context-free prompt
+            n_conditions = len(self.condition_is_control)
+            prompt = prompt + n_conditions * (
+                torch.rand(len(prompt), device=prompt.device) < self.prompt_dropout
+            )
+        used, rows = torch.unique(prompt, return_inverse=True)  # [U], [S]
         cache, mask = self._prompt_cache(self.prompt_ids[used], self.prompt_mask[used], rows)
         tokens = self.state_tokenizer(path)  # [S, N*M*K, H]
         if mask is not None:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from ._evaluate import evaluate
+from ._flow import flow
 from ._history import history
 from ._umap import umap_overlap
 
-__all__ = ["evaluate", "history", "umap_overlap"]
+__all__ = ["evaluate", "flow", "history", "umap_overlap"]

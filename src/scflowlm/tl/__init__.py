@@ -8,6 +8,7 @@ from ._baselines import (
     baseline_nearest_context,
     baseline_real_vs_real,
 )
+from ._cell_eval import to_cell_eval
 from ._de import top_de_genes
 from ._evaluate import METRIC_GROUPS, METRICS, evaluate
 from ._holdout import holdout_combinations
@@ -25,5 +26,6 @@ __all__ = [
     "evaluate",
     "holdout_combinations",
     "paired_identity",
+    "to_cell_eval",
     "top_de_genes",
 ]

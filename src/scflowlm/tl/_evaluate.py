@@ -42,11 +42,13 @@ CORRELATION_METRICS = (
     "pearson",
     "spearman",
     "pearson_delta",
+    "mae",
     "r2_de",
     "r2_score_de",
     "pearson_de",
     "spearman_de",
     "pearson_delta_de",
+    "mae_de",
 )
 DISTRIBUTION_METRICS = ("mmd", "adaptive_mmd", "wasserstein", "edistance")
 LEIDEN_METRICS = ("leiden_kl", "inception_score")
@@ -162,8 +164,9 @@ def evaluate(
     Metrics (columns; see ``metrics``):
 
     - correlations of mean expression over all genes (``X``): ``r2`` (Pearson r squared, as the paper's
-      tables), ``r2_score`` (coefficient of determination), ``pearson``, ``spearman`` and ``pearson_delta``
-      (Pearson r of the change from the control mean; :func:`scflowlm.metrics.mean_correlations`);
+      tables), ``r2_score`` (coefficient of determination), ``pearson``, ``spearman``, ``pearson_delta``
+      (Pearson r of the change from the control mean) and ``mae`` (mean absolute error of the means;
+      :func:`scflowlm.metrics.mean_correlations`);
     - the same on the ``n_top_de`` top DE genes of the real condition against its control cells
       (:func:`scflowlm.tl.top_de_genes`, ``de_method``), suffix ``_de``;
     - distribution distances between the real and predicted cells of the condition, each set subsampled to
