@@ -102,23 +102,28 @@ def to_genes(adata, states: np.ndarray) -> np.ndarray:
     return (states @ np.asarray(adata.varm["PCs"]).T + np.asarray(adata.X.mean(0)).ravel()).astype(np.float32)
 
 
+def learned_rows(args) -> dict[str, tuple[type, dict, dict]]:
+    """Row name -> (model class, model arguments, train arguments) of every learned model to run."""
+    rows = {"CaLMFlow": (scflowlm.CaLMFlowModel, args.calmflow, args.train), "OT-CFM": (CFMModel, {}, {})}
+    classes = {"CaLMFlow": scflowlm.CaLMFlowModel, "CFM": CFMModel}
+    for name, spec in args.variants.items():
+        rows[name] = (classes[spec.get("class", "CaLMFlow")], spec.get("model", {}), spec.get("train", {}))
+    return {name: rows[name] for name in args.models}
+
+
 def train_learned(
-    name: str, adata, setup: dict, group: list[dict], seed: int, *, calmflow: dict, train: dict
+    cls: type, model_kwargs: dict, train_kwargs: dict, adata, setup: dict, group: list[dict], seed: int
 ):
-    """Train one learned model at its defaults (plus ``calmflow``/``train`` overrides for CaLMFlow)."""
+    """Train one learned model: its defaults, plus the given arguments (a lever to try, an ablation)."""
     scvi.settings.seed = seed
     data = adata.copy()
-    cls = scflowlm.CaLMFlowModel if name == "CaLMFlow" else CFMModel
     cls.setup_anndata(data, **setup)
-    kwargs = dict(calmflow) if name == "CaLMFlow" else {}
-    if isinstance(
-        kwargs.get("backbone"), dict
-    ):  # {"hidden_size": 64, "n_layers": 2, "n_heads": 4}: a random-init size
+    kwargs = dict(model_kwargs)
+    if isinstance(kwargs.get("backbone"), dict):  # {"hidden_size": 64, "n_layers": 2, "n_heads": 4}: a size
         kwargs["backbone"] = scflowlm.nn.default_backbone_config(256, **kwargs["backbone"])
     model = cls(data, **kwargs)
-    kwargs = (train if name == "CaLMFlow" else {}) | {"holdout": group, "enable_progress_bar": False}
     with C.Timer() as t:
-        model.train(**kwargs)
+        model.train(**train_kwargs, holdout=group, enable_progress_bar=False)
     return model, t.s
 
 
@@ -194,10 +199,8 @@ def run(args) -> pd.DataFrame:
                         | score(ref, half, cond)
                     )
             for seed in args.seeds:
-                for name in args.models:
-                    model, seconds = train_learned(
-                        name, adata, setup, group, seed, calmflow=args.calmflow, train=args.train
-                    )
+                for name, (cls, model_kwargs, train_kwargs) in learned_rows(args).items():
+                    model, seconds = train_learned(cls, model_kwargs, train_kwargs, adata, setup, group, seed)
                     for cond in group:
                         label = cond["condition"] if dataset == "perturbench" else cond["cell_type"]
                         pred = predict_learned(model, adata, cond, seed)
@@ -305,7 +308,15 @@ def main() -> None:
         "--datasets", nargs="+", choices=["kang", "perturbench"], default=["kang", "perturbench"]
     )
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--models", nargs="*", choices=["CaLMFlow", "OT-CFM"], default=["CaLMFlow", "OT-CFM"])
+    parser.add_argument(
+        "--models", nargs="*", default=["CaLMFlow", "OT-CFM"], help="learned rows to run (and --variants)"
+    )
+    parser.add_argument(
+        "--variants",
+        type=json.loads,
+        default={},
+        help='JSON {"row name": {"class": "CaLMFlow" or "CFM", "model": {...}, "train": {...}}}: more learned rows',
+    )
     parser.add_argument(
         "--n-holdouts",
         type=int,

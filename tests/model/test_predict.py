@@ -214,3 +214,17 @@ def test_return_path_of_a_control_source_starts_at_the_source(adata):
     pred = model.predict_perturbation({"condition": "IFNB"}, source=ctrl, seed=0, return_path=True)
     np.testing.assert_allclose(pred.obsm["X_path"][:, 0], ctrl.obsm["X_pca"], atol=1e-4)
     np.testing.assert_allclose(pred.obsm["X_path"][:, -1], pred.obsm["X_pca"], atol=1e-6)
+
+
+def test_prompt_dropout_trains_on_context_free_prompts(adata):
+    setup(adata)
+    model = small_model(adata, prompt_dropout=0.5)
+    free = model._context_free_prompts()
+    assert free[model.condition_table.index_of(model.condition_table.encode(HOLDOUT)[1])] == (
+        "Generate a cell stimulated with IFNB+TNF:"
+    )
+    assert model.module.prompt_ids.shape[0] == 2 * len(model.condition_table)  # full, then context-free
+    quiet_train(model, max_epochs=2)
+    assert np.isfinite(model.history["train_loss"].to_numpy(dtype=float)).all()
+    with pytest.raises(ValueError, match=r"prompt_dropout must be in \[0, 1\)"):
+        small_model(adata, prompt_dropout=1.0)

@@ -93,3 +93,34 @@ def test_model_starts_held_out_flows_from_the_shifted_controls(adata):
         ).start_shift
         == "none"
     )
+
+
+def test_own_shift_is_the_conditions_measured_change():
+    from scflowlm.model._shift import own_shifts
+
+    conds, means = _table()
+    got = own_shifts(conds, means, perturbation_key="p", control_value="ctrl")
+    np.testing.assert_allclose(got[conds.index({"ct": "B", "p": "Q"})], [0, 9, 0])
+    np.testing.assert_allclose(got[conds.index({"ct": "A", "p": "P+Q"})], [3, 3, 0])
+    np.testing.assert_allclose(got[conds.index({"ct": "A", "p": "ctrl"})], 0)
+
+
+@pytest.mark.parametrize("training", ["held_out", "own"])
+def test_training_head_start_follows_shift_training(adata, training):
+    setup(adata)
+    model = small_model(adata, source="control", start_shift="nearest_context", shift_training=training)
+    table = model.condition_table
+    i = table.index_of(table.encode({"cell_type": "B", "condition": "IFNB"})[1])
+    measured = (
+        model.condition_means_[i]
+        - model.condition_means_[table.index_of(table.encode({"cell_type": "B", "condition": "control"})[1])]
+    )
+    module_shift = model.module.condition_shift[i].numpy() * float(model.module.x_scale)
+    if training == "own":
+        np.testing.assert_allclose(module_shift, measured, atol=1e-4)
+    else:
+        assert (
+            np.abs(module_shift - measured).max() > 0.05
+        )  # the held-out estimate, not the condition's own change
+    with pytest.raises(ValueError, match="shift_training must be one of"):
+        small_model(adata, shift_training="oracle")

@@ -100,3 +100,20 @@ def test_sample_is_independent_of_batching_and_of_other_conditions():
     path = module.sample(ids, mask, rows, x0=torch.ones(8, 6), generators=gens(), return_path=True)
     assert path.shape == (8, 5, 6)
     torch.testing.assert_close(path[:, 0], torch.ones(8, 6))  # raw start states in, raw path out
+
+
+def test_prompt_dropout_uses_the_context_free_rows_in_training_only(monkeypatch):
+    module = make_module(prompt_dropout=0.9999)
+    ids = torch.tensor(
+        [[0, 3, 4, 5], [6, 7, 8, 9], [0, 0, 3, 5], [0, 0, 6, 9]]
+    )  # full prompts, then context-free
+    module.set_prompts(ids, (ids > 0).long())
+    seen = []
+    real = module._prompt_cache
+    monkeypatch.setattr(module, "_prompt_cache", lambda p, m, r: seen.append(p.clone()) or real(p, m, r))
+    module.train()
+    module(batch())
+    assert {tuple(r) for r in seen[-1].tolist()} <= {(0, 0, 3, 5), (0, 0, 6, 9)}
+    module.eval()
+    module(batch())
+    assert {tuple(r) for r in seen[-1].tolist()} == {(0, 3, 4, 5), (6, 7, 8, 9)}

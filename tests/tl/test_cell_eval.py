@@ -43,7 +43,9 @@ def test_pair_is_written_for_the_command_line(trained, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(importlib.util.find_spec("cell_eval") is None, reason="the [eval] extra (cell-eval) is not installed")
+@pytest.mark.skipif(
+    importlib.util.find_spec("cell_eval") is None, reason="the [eval] extra (cell-eval) is not installed"
+)
 def test_cell_eval_runs_and_agrees_with_evaluate(trained, tmp_path):
     from cell_eval import MetricsEvaluator
 

@@ -22,7 +22,7 @@ __all__ = ["to_cell_eval"]
 
 def to_cell_eval(
     adata_real: AnnData,
-    preds: AnnData | Sequence[AnnData],
+    adata_pred: AnnData | Sequence[AnnData],
     *,
     condition_keys: Sequence[str] | None = None,
     perturbation_key: str | None = None,
@@ -53,7 +53,7 @@ def to_cell_eval(
     ----------
     adata_real
         Real cells (log-normalised ``X``), including the control cells.
-    preds
+    adata_pred
         One prediction or several (concatenated), with the same ``var_names`` as ``adata_real``.
     condition_keys, perturbation_key, control_value
         The condition keys (default: as recorded in ``uns["scflowlm"]`` of the first prediction or of
@@ -80,7 +80,7 @@ def to_cell_eval(
     ...     profile="minimal"
     ... )
     """
-    preds = [preds] if isinstance(preds, ad.AnnData) else list(preds)
+    preds = [adata_pred] if isinstance(adata_pred, ad.AnnData) else list(adata_pred)
     keys, pkey, ctrl = _resolve_keys(
         *preds,
         adata_real,
