@@ -32,6 +32,11 @@ Where training flows start with a head start: ``"held_out"``, at the estimate ea
 if it were held out (the flow learns to correct estimates); ``"own"``, at the condition's own mean shift (the
 flow learns the shape of the response around it, predictions keep the estimate's mean)."""
 
+DOC_CONTROL_TARGETS = """\
+Control-source models only: whether control cells are also trained on, as flows from themselves to
+themselves. ``False``: they are only the sources of the perturbed cells' flows, so the model never learns
+that control-like states stay put (a shortcut for a context whose perturbed cells are held out)."""
+
 DOC_BASELINE_COMMON = """\
 adata
     Cells x genes (log-normalised ``X``) with the condition columns in ``obs``: the training cells, including
@@ -67,6 +72,7 @@ FRAGMENTS = {
     "source": DOC_SOURCE,
     "start_shift": DOC_START_SHIFT,
     "shift_training": DOC_SHIFT_TRAINING,
+    "control_targets": DOC_CONTROL_TARGETS,
     "baseline_common": DOC_BASELINE_COMMON,
     "baseline_returns": DOC_BASELINE_RETURNS,
     "space": DOC_SPACE,

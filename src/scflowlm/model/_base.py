@@ -58,6 +58,8 @@ class FlowModelBase(TrainingMixin, GenerationMixin, SourceMixin, SaveLoadMixin, 
     start_shift: str = "none"
     #: where training flows start with a head start: ``"held_out"`` estimates or their ``"own"`` shift
     shift_training: str = "held_out"
+    #: whether a control-source model also learns the identity flows of control cells
+    control_targets: bool = True
 
     # ------------------------------------------------------------------ setup
     @classmethod

@@ -63,6 +63,8 @@ class CaLMFlowModel(FlowModelBase):
         %(start_shift)s
     shift_training
         %(shift_training)s
+    control_targets
+        %(control_targets)s
     attn_implementation
         ``"auto"`` (flash-attention-2 when installed and on CUDA, else SDPA), ``"sdpa"`` or ``"eager"``.
     dropout
@@ -110,6 +112,7 @@ class CaLMFlowModel(FlowModelBase):
         source: Literal["auto", "noise", "control"] = "auto",
         start_shift: Literal["none", "nearest_context"] = "none",
         shift_training: Literal["held_out", "own"] = "held_out",
+        control_targets: bool = True,
         attn_implementation: str = "auto",
         dropout: float = 0.0,
         prompt_dropout: float = 0.0,
@@ -133,6 +136,7 @@ class CaLMFlowModel(FlowModelBase):
         source = self._resolve_source(source, loading=condition_codes is not None)
         self.start_shift = self._check_start_shift(start_shift, source)
         self.shift_training = self._check_choice("shift_training", shift_training, ("held_out", "own"))
+        self.control_targets = bool(control_targets)
         attn = select_attn_implementation(
             attn_implementation, device="cuda" if torch.cuda.is_available() else "cpu"
         )

@@ -60,6 +60,8 @@ class CFMModel(FlowModelBase):
         %(start_shift)s
     shift_training
         %(shift_training)s
+    control_targets
+        %(control_targets)s
     solver
         ``torchdiffeq`` solver used by default at prediction: ``"dopri5"`` (adaptive), ``"euler"``,
         ``"rk4"``, ...; overridable per call (``predict_perturbation(..., method=)``).
@@ -104,6 +106,7 @@ class CFMModel(FlowModelBase):
         source: Literal["auto", "noise", "control"] = "auto",
         start_shift: Literal["none", "nearest_context"] = "none",
         shift_training: Literal["held_out", "own"] = "held_out",
+        control_targets: bool = True,
         solver: str = "dopri5",
         rtol: float = 1e-5,
         atol: float = 1e-5,
@@ -120,6 +123,7 @@ class CFMModel(FlowModelBase):
         source = self._resolve_source(source, loading=condition_codes is not None)
         self.start_shift = self._check_start_shift(start_shift, source)
         self.shift_training = self._check_choice("shift_training", shift_training, ("held_out", "own"))
+        self.control_targets = bool(control_targets)
         self._build_vocabulary()
         self.covariate_mask_ = np.ones(self.n_covariates, dtype=np.float32)
         self.module = CFMModule(

@@ -152,6 +152,10 @@ class TrainingMixin:
         self._prepare_module(train_idx)
         self.train_conditions_ = sorted(set(self._cell_conditions()[train_idx].tolist()))
         self._before_training(train_idx)
+        if self.module.source == "control" and not self.control_targets:
+            # control cells stay the sources (the pool above) but are no flows to learn: no identity paths
+            is_control = self._cell_is_control()
+            train_idx, val_idx = train_idx[~is_control[train_idx]], val_idx[~is_control[val_idx]]
         datasplitter_kwargs = dict(datasplitter_kwargs or {})
         if distributed:
             datasplitter_kwargs.setdefault("distributed_sampler", True)
