@@ -300,3 +300,17 @@ def test_ddp_two_cpu_processes(tmp_path):
     assert model.is_trained_
     assert pred.n_obs == 5
     assert np.isfinite(pred.X).all()
+
+
+def test_control_targets_false_trains_on_perturbed_cells_only():
+    adata = setup(data())
+    model = quiet_train(
+        small_model(adata, source="control", control_targets=False), holdout=[HOLDOUT], batch_size=16
+    )
+    is_control = (adata.obs.condition == "control").to_numpy()
+    assert not is_control[model.train_indices_].any()
+    assert not is_control[model.validation_indices_].any()
+    held = ((adata.obs.cell_type == "NK") & (adata.obs.condition == "IFNB+TNF")).to_numpy()
+    assert set(model.test_indices_) == set(np.nonzero(held)[0])  # the test set is still the held-out cells
+    assert len(model.module.control_x) > 0  # the controls are the sources
+    assert model.predict_perturbation(HOLDOUT, n_cells=3, seed=0).n_obs == 3

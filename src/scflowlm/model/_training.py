@@ -142,6 +142,18 @@ class TrainingMixin:
             validation_size=validation_size,
             seed=seed,
         )
+        self._prepare_module(train_idx)
+        self.train_conditions_ = sorted(set(self._cell_conditions()[train_idx].tolist()))
+        self._before_training(train_idx)
+        splitter_test = test_idx
+        if self.module.source == "control" and not self.control_targets:
+            # control cells stay the sources (the pool above) but are no flows to learn: no identity paths
+            is_control = self._cell_is_control()
+            dropped = np.concatenate([train_idx[is_control[train_idx]], val_idx[is_control[val_idx]]])
+            train_idx, val_idx = train_idx[~is_control[train_idx]], val_idx[~is_control[val_idx]]
+            splitter_test = np.sort(
+                np.concatenate([test_idx, dropped])
+            )  # the splitter wants every cell placed
         if len(train_idx) < batch_size:
             raise ValueError(
                 f"batch_size={batch_size} is larger than the {len(train_idx)} training cells; pass a smaller batch_size."
@@ -149,19 +161,12 @@ class TrainingMixin:
         steps_per_epoch = max(len(train_idx) // batch_size, 1)
         if max_epochs is None:
             max_epochs = int(np.clip(round(DEFAULT_STEPS / steps_per_epoch), 20, 1000))
-        self._prepare_module(train_idx)
-        self.train_conditions_ = sorted(set(self._cell_conditions()[train_idx].tolist()))
-        self._before_training(train_idx)
-        if self.module.source == "control" and not self.control_targets:
-            # control cells stay the sources (the pool above) but are no flows to learn: no identity paths
-            is_control = self._cell_is_control()
-            train_idx, val_idx = train_idx[~is_control[train_idx]], val_idx[~is_control[val_idx]]
         datasplitter_kwargs = dict(datasplitter_kwargs or {})
         if distributed:
             datasplitter_kwargs.setdefault("distributed_sampler", True)
         splitter = DataSplitter(
             self.adata_manager,
-            external_indexing=[train_idx, val_idx, test_idx],
+            external_indexing=[train_idx, val_idx, splitter_test],
             batch_size=batch_size,
             drop_last=True,
             **datasplitter_kwargs,
@@ -197,6 +202,7 @@ class TrainingMixin:
             verbose=verbose,
             **trainer_kwargs,
         )
+        self.test_indices = test_idx  # the held-out cells (the splitter's test set may hold unused controls)
 
     def _before_training(self, train_idx: np.ndarray) -> None:
         """Hook: what a subclass derives from the training cells (default: nothing)."""
