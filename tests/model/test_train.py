@@ -314,3 +314,20 @@ def test_control_targets_false_trains_on_perturbed_cells_only():
     assert set(model.test_indices_) == set(np.nonzero(held)[0])  # the test set is still the held-out cells
     assert len(model.module.control_x) > 0  # the controls are the sources
     assert model.predict_perturbation(HOLDOUT, n_cells=3, seed=0).n_obs == 3
+
+
+def test_ema_weights_are_what_the_model_ends_with():
+    from scflowlm.train import EMAWeights
+
+    class Last(Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            self.raw = weights(pl_module)
+
+    model, last = small_model(setup(data())), Last()
+    train(model, max_epochs=3, ema_decay=0.5, keep_best=False, callbacks=[last])
+    final = weights(model)
+    assert not same_weights(final, last.raw)  # an average, not the last step's weights
+    ema = EMAWeights(0.5)
+    assert ema.decay == 0.5
+    with pytest.raises(ValueError, match=r"decay must be in \(0, 1\)"):
+        EMAWeights(1.0)

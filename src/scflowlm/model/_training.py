@@ -12,7 +12,14 @@ import scvi
 from scvi.dataloaders import DataSplitter
 from scvi.model._utils import use_distributed_sampler
 
-from scflowlm.train import BestWeights, ExceptionRecorder, FlowTrainRunner, LastCheckpoint, quiet_training
+from scflowlm.train import (
+    BestWeights,
+    EMAWeights,
+    ExceptionRecorder,
+    FlowTrainRunner,
+    LastCheckpoint,
+    quiet_training,
+)
 
 from ._split import check_train_args, holdout_mask, split
 
@@ -47,6 +54,7 @@ class TrainingMixin:
         keep_best: bool = True,
         checkpoint_dir: str | None = None,
         ckpt_path: str | None = None,
+        ema_decay: float | None = None,
         verbose: bool = False,
         **trainer_kwargs,
     ) -> None:
@@ -89,6 +97,10 @@ class TrainingMixin:
             Resume from a Lightning checkpoint (e.g. ``<checkpoint_dir>/last.ckpt``): weights, optimiser,
             learning-rate schedule and epoch counter continue up to ``max_epochs`` (the total, not extra epochs).
             Use the same AnnData, architecture, ``batch_size``, ``max_epochs`` and ``scvi.settings.seed``.
+        ema_decay
+            Keep an exponential moving average of the weights with this decay per step (e.g. 0.999), from the end
+            of the learning-rate warm-up on; validation and ``keep_best`` use the averaged weights, and the model
+            ends with them (:class:`~scflowlm.train.EMAWeights`). ``None``: no average.
         verbose
             Also print Lightning's informational lines (accelerator availability, tips, why ``fit`` stopped).
             By default only the progress bar (with the training loss) and warnings are shown.
@@ -185,9 +197,12 @@ class TrainingMixin:
         best = BestWeights("validation_loss" if len(val_idx) else "train_loss") if keep_best else None
         ended_by = ExceptionRecorder()
         callbacks = list(trainer_kwargs.pop("callbacks", None) or [])
-        callbacks += [c for c in (best, LastCheckpoint(checkpoint_dir) if checkpoint_dir else None) if c] + [
-            ended_by
-        ]
+        ema = None
+        if ema_decay is not None:
+            warmup = int(plan_kwargs.get("warmup_fraction", 0.05) * max_epochs * steps_per_epoch)
+            ema = EMAWeights(ema_decay, start_step=warmup, load_at_end=best is None)
+        extra = (best, ema, LastCheckpoint(checkpoint_dir) if checkpoint_dir else None)  # best before ema
+        callbacks += [c for c in extra if c] + [ended_by]
         self._run_training(
             plan,
             splitter,

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from ._callbacks import BestWeights, ExceptionRecorder, LastCheckpoint
+from ._callbacks import BestWeights, EMAWeights, ExceptionRecorder, LastCheckpoint
 from ._plan import FlowTrainingPlan, NonFiniteLossError
 from ._runner import FlowTrainRunner, quiet_training
 
 __all__ = [
     "BestWeights",
+    "EMAWeights",
     "ExceptionRecorder",
     "FlowTrainRunner",
     "FlowTrainingPlan",

@@ -5,14 +5,11 @@ from __future__ import annotations
 import logging
 import math
 import os
-from typing import TYPE_CHECKING
 
+import torch
 from lightning.pytorch.callbacks import Callback
 
-if TYPE_CHECKING:
-    import torch
-
-__all__ = ["BestWeights", "ExceptionRecorder", "LastCheckpoint"]
+__all__ = ["BestWeights", "EMAWeights", "ExceptionRecorder", "LastCheckpoint"]
 
 logger = logging.getLogger(__name__)
 
@@ -132,3 +129,64 @@ class LastCheckpoint(Callback):
             if trainer.is_global_zero:
                 os.makedirs(self.dirpath, exist_ok=True)
             trainer.save_checkpoint(self.path)
+
+
+class EMAWeights(Callback):
+    """An exponential moving average of the module's weights, used for validation and (optionally) kept at the end.
+
+    After every optimisation step from ``start_step`` on, ``ema = decay * ema + (1 - decay) * weights`` (floating
+    parameters and buffers, on the device of the module). Validation runs on the averaged weights (so
+    :class:`BestWeights`, placed before this callback, records averaged weights); with ``load_at_end`` the average
+    replaces the weights when training ends.
+
+    Parameters
+    ----------
+    decay
+        Weight of the running average per step (0.999: an average over about the last 1,000 steps).
+    start_step
+        First step that enters the average (before it the average follows the weights).
+    load_at_end
+        Put the averaged weights into the module at the end of training.
+    """
+
+    def __init__(self, decay: float = 0.999, start_step: int = 0, *, load_at_end: bool = True):
+        super().__init__()
+        if not 0 < decay < 1:
+            raise ValueError(f"decay must be in (0, 1), got {decay}.")
+        self.decay, self.start_step, self.load_at_end = decay, start_step, load_at_end
+        self.average: dict[str, torch.Tensor] | None = None
+        self._stash: dict[str, torch.Tensor] | None = None
+
+    def _weights(self, pl_module) -> dict[str, torch.Tensor]:
+        return {k: v for k, v in pl_module.module.state_dict().items() if v.is_floating_point()}
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        current = self._weights(pl_module)
+        if self.average is None or trainer.global_step <= self.start_step:
+            self.average = {k: v.detach().clone() for k, v in current.items()}
+            return
+        with torch.no_grad():
+            for k, v in current.items():
+                self.average[k].mul_(self.decay).add_(v.detach(), alpha=1.0 - self.decay)
+
+    def _swap_in(self, pl_module) -> None:
+        if self.average is not None and self._stash is None:
+            self._stash = {k: v.detach().clone() for k, v in self._weights(pl_module).items()}
+            pl_module.module.load_state_dict(self.average, strict=False)
+
+    def _swap_out(self, pl_module) -> None:
+        if self._stash is not None:
+            pl_module.module.load_state_dict(self._stash, strict=False)
+            self._stash = None
+
+    def on_validation_epoch_start(self, trainer, pl_module) -> None:
+        if not trainer.sanity_checking:
+            self._swap_in(pl_module)
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        self._swap_out(pl_module)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self._swap_out(pl_module)
+        if self.load_at_end and self.average is not None:
+            pl_module.module.load_state_dict(self.average, strict=False)
