@@ -35,6 +35,7 @@ CALMFLOW = {
     "n_latent": 8,
     "variational": "cvae",
     "dropout": 0.0,
+    "control_targets": True,
 }
 
 
@@ -63,7 +64,14 @@ def _predictions() -> dict[str, np.ndarray]:
             out["calmflow_noise_sample"] = model.sample(20, seed=1).X
     scvi.settings.seed = 0
     cfm = CFMModel(
-        _adata(CFMModel), flow="ot", n_hidden=32, n_layers=2, source="control", solver="euler", n_steps=10
+        _adata(CFMModel),
+        flow="ot",
+        n_hidden=32,
+        n_layers=2,
+        source="control",
+        solver="euler",
+        n_steps=10,
+        control_targets=True,
     )
     quiet_train(cfm, holdout=[HOLDOUT], **TRAIN)
     out["cfm_control"] = cfm.predict_perturbation(HOLDOUT, n_cells=16, seed=0).X

@@ -36,7 +36,8 @@ def test_tokenizer_state_roundtrip():
 
 def test_default_backbone_is_random_init_gpt_neox():
     net, tok = build_backbone(None, prompts=PROMPTS)
-    assert net.config.hidden_size == 128
+    assert net.config.hidden_size == 64  # the paper's single-cell model: 2 blocks x 64, 4 heads
+    assert net.config.num_hidden_layers == 2
     assert net.config.vocab_size == len(tok)
 
 

@@ -46,7 +46,8 @@ class CaLMFlowModel(FlowModelBase):
     n_trajectories
         ``M``: trajectories of one condition per sequence (multi-trajectory context).
     backbone
-        ``None``: a small random-init GPT-NeoX (4 layers x 128) with a word-level prompt tokenizer.
+        ``None``: a small random-init GPT-NeoX (2 layers x 64, the paper's single-cell model) with a word-level
+        prompt tokenizer.
         A Hugging Face name or local path such as ``"EleutherAI/pythia-160m"``: pretrained weights and tokenizer.
         A :class:`~transformers.GPTNeoXConfig`: random init with that configuration.
     kl_weight
@@ -96,23 +97,24 @@ class CaLMFlowModel(FlowModelBase):
 
     _module_cls = CaLMFlowModule
     _accepts_raw_prompts = True
+    _default_lr = 2e-3
 
     def __init__(
         self,
         adata: ad.AnnData | None = None,
         registry: dict | None = None,
         *,
-        n_time_points: int = 16,
-        n_space_tokens: int = 4,
+        n_time_points: int = 4,
+        n_space_tokens: int = 1,
         n_trajectories: int = 1,
         backbone: str | GPTNeoXConfig | None = None,
         kl_weight: float = 0.3,
-        n_latent: int = 32,
+        n_latent: int = 16,
         variational: Literal["cvae", "paper", "none"] = "cvae",
         source: Literal["auto", "noise", "control"] = "auto",
         start_shift: Literal["none", "nearest_context"] = "none",
         shift_training: Literal["held_out", "own"] = "held_out",
-        control_targets: bool = True,
+        control_targets: bool = False,
         attn_implementation: str = "auto",
         dropout: float = 0.0,
         prompt_dropout: float = 0.0,

@@ -106,7 +106,7 @@ class CFMModel(FlowModelBase):
         source: Literal["auto", "noise", "control"] = "auto",
         start_shift: Literal["none", "nearest_context"] = "none",
         shift_training: Literal["held_out", "own"] = "held_out",
-        control_targets: bool = True,
+        control_targets: bool = False,
         solver: str = "dopri5",
         rtol: float = 1e-5,
         atol: float = 1e-5,

@@ -35,12 +35,15 @@ DEFAULT_STEPS = 4000
 class TrainingMixin:
     """``train`` of the flow models (needs the model's registry, module and ``_prepare_module``)."""
 
+    #: peak learning rate of ``train()`` without ``lr``
+    _default_lr: float = 1e-3
+
     def train(
         self,
         max_epochs: int | None = None,
         *,
         batch_size: int = 128,
-        lr: float = 1e-3,
+        lr: float | None = None,
         weight_decay: float = 1e-4,
         holdout: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None,
         train_size: float = 0.9,
@@ -67,7 +70,8 @@ class TrainingMixin:
         batch_size
             Cells per minibatch.
         lr
-            Peak learning rate (AdamW, linear warm-up then cosine decay).
+            Peak learning rate (AdamW, linear warm-up then cosine decay); default: the model's (CaLMFlow 2e-3, CFM
+            1e-3).
         weight_decay
             AdamW weight decay.
         holdout
@@ -135,7 +139,7 @@ class TrainingMixin:
             batch_size=batch_size,
             train_size=train_size,
             validation_size=validation_size,
-            lr=lr,
+            lr=self._default_lr if lr is None else lr,
         )
         if ckpt_path is not None and not os.path.isfile(ckpt_path):
             raise FileNotFoundError(
@@ -154,22 +158,23 @@ class TrainingMixin:
             validation_size=validation_size,
             seed=seed,
         )
-        self._prepare_module(train_idx)
-        self.train_conditions_ = sorted(set(self._cell_conditions()[train_idx].tolist()))
-        self._before_training(train_idx)
-        splitter_test = test_idx
+        fit_idx, fit_val, splitter_test = train_idx, val_idx, test_idx
         if self.module.source == "control" and not self.control_targets:
-            # control cells stay the sources (the pool above) but are no flows to learn: no identity paths
+            # control cells stay the sources (the pool) but are no flows to learn: no identity paths
             is_control = self._cell_is_control()
             dropped = np.concatenate([train_idx[is_control[train_idx]], val_idx[is_control[val_idx]]])
-            train_idx, val_idx = train_idx[~is_control[train_idx]], val_idx[~is_control[val_idx]]
+            fit_idx, fit_val = train_idx[~is_control[train_idx]], val_idx[~is_control[val_idx]]
             splitter_test = np.sort(
                 np.concatenate([test_idx, dropped])
             )  # the splitter wants every cell placed
-        if len(train_idx) < batch_size:
+        if len(fit_idx) < batch_size:
             raise ValueError(
-                f"batch_size={batch_size} is larger than the {len(train_idx)} training cells; pass a smaller batch_size."
+                f"batch_size={batch_size} is larger than the {len(fit_idx)} training cells; pass a smaller batch_size."
             )
+        self._prepare_module(train_idx)  # standardisation and control pool from every training cell
+        self.train_conditions_ = sorted(set(self._cell_conditions()[train_idx].tolist()))
+        self._before_training(train_idx)
+        train_idx, val_idx = fit_idx, fit_val
         steps_per_epoch = max(len(train_idx) // batch_size, 1)
         if max_epochs is None:
             max_epochs = int(np.clip(round(DEFAULT_STEPS / steps_per_epoch), 20, 1000))
@@ -183,7 +188,11 @@ class TrainingMixin:
             drop_last=True,
             **datasplitter_kwargs,
         )
-        plan_kwargs = {"lr": lr, "weight_decay": weight_decay, "optimizer": "AdamW"} | (plan_kwargs or {})
+        plan_kwargs = {
+            "lr": self._default_lr if lr is None else lr,
+            "weight_decay": weight_decay,
+            "optimizer": "AdamW",
+        } | (plan_kwargs or {})
         plan = self._training_plan_cls(self.module, **plan_kwargs)
         if early_stopping:
             trainer_kwargs.setdefault("early_stopping", True)

@@ -29,9 +29,12 @@ logger = logging.getLogger(__name__)
 
 
 def default_backbone_config(
-    vocab_size: int, *, hidden_size: int = 128, n_layers: int = 4, n_heads: int = 4
+    vocab_size: int, *, hidden_size: int = 64, n_layers: int = 2, n_heads: int = 4
 ) -> GPTNeoXConfig:
     """A small random-init GPT-NeoX configuration (the offline default).
+
+    The default is the paper's single-cell model (appendix: 64 hidden dimensions, a 256-wide feed-forward layer,
+    4 attention heads, 2 blocks).
 
     Parameters
     ----------
