@@ -125,8 +125,8 @@ def test_control_source_keeps_cell_identity_noise_source_does_not():
             )
         )
         shift = pred.obsm["X_pca"].mean(0) - ctrl.obsm["X_pca"].mean(0)
-        identity = scflowlm.tl.paired_identity(
-            ctrl.obsm["X_pca"], pred=pred.obsm["X_pca"], mode="dims", fraction=0.8
+        identity = scflowlm.metrics.paired_identity(
+            ctrl.obsm["X_pca"], pred.obsm["X_pca"], mode="dims", fraction=0.8
         )
         results[source] = (shift, identity.summary["mean_corr"])
     for source, (shift, _) in results.items():

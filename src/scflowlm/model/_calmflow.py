@@ -98,6 +98,7 @@ class CaLMFlowModel(FlowModelBase):
     _module_cls = CaLMFlowModule
     _accepts_raw_prompts = True
     _default_lr = 2e-3
+    _default_steps = 3000  # the scoreboard: as good as 4,000 on held-out conditions, 25% cheaper
 
     def __init__(
         self,

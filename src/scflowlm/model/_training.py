@@ -28,15 +28,14 @@ if TYPE_CHECKING:
 
 __all__ = ["TrainingMixin"]
 
-#: optimisation steps of ``train()`` without ``max_epochs`` (clipped to 20..1,000 epochs)
-DEFAULT_STEPS = 4000
-
 
 class TrainingMixin:
     """``train`` of the flow models (needs the model's registry, module and ``_prepare_module``)."""
 
     #: peak learning rate of ``train()`` without ``lr``
     _default_lr: float = 1e-3
+    #: optimisation steps of ``train()`` without ``max_epochs`` (clipped to 20..1,000 epochs)
+    _default_steps: int = 4000
 
     def train(
         self,
@@ -66,7 +65,8 @@ class TrainingMixin:
         Parameters
         ----------
         max_epochs
-            Passes over the training cells; default: about 4,000 optimisation steps, between 20 and 1,000 epochs.
+            Passes over the training cells; default: the model's step budget (about 3,000 optimisation steps for
+            CaLMFlowModel, 4,000 for CFMModel), between 20 and 1,000 epochs.
         batch_size
             Cells per minibatch.
         lr
@@ -177,7 +177,7 @@ class TrainingMixin:
         train_idx, val_idx = fit_idx, fit_val
         steps_per_epoch = max(len(train_idx) // batch_size, 1)
         if max_epochs is None:
-            max_epochs = int(np.clip(round(DEFAULT_STEPS / steps_per_epoch), 20, 1000))
+            max_epochs = int(np.clip(round(self._default_steps / steps_per_epoch), 20, 1000))
         datasplitter_kwargs = dict(datasplitter_kwargs or {})
         if distributed:
             datasplitter_kwargs.setdefault("distributed_sampler", True)
