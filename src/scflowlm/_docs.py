@@ -34,10 +34,11 @@ flow learns the shape of the response around it, predictions keep the estimate's
 
 DOC_CONTROL_TARGETS = """\
 Control-source models only: whether control cells are also trained on, as flows from themselves to
-themselves. ``False``: they are only the sources of the perturbed cells' flows, so the model never learns
-that control-like states stay put (a shortcut for a context whose perturbed cells are held out)."""
+themselves. ``False`` (default, chosen on the scoreboard): they are only the sources of the perturbed cells'
+flows, so the model never learns that control-like states stay put (a shortcut for a context whose perturbed
+cells are held out). ``True``: the first release's behaviour."""
 
-DOC_BASELINE_COMMON = """\
+DOC_BASELINE_KEYS = """\
 adata
     Cells x genes (log-normalised ``X``) with the condition columns in ``obs``: the training cells, including
     the control cells of every context to predict. Cells of the conditions to predict may be present: the
@@ -50,10 +51,15 @@ condition_keys
 perturbation_key
     The condition key that holds the perturbation (default: from ``adata.uns["scflowlm"]``).
 control_value
-    Control label of ``perturbation_key`` (default: from ``adata.uns["scflowlm"]``).
+    Control label of ``perturbation_key`` (default: from ``adata.uns["scflowlm"]``)."""
+
+DOC_BASELINE_COMMON = (
+    DOC_BASELINE_KEYS
+    + """
 obsm_keys
     obsm entries shifted along with ``X`` (kept for the control baseline); those absent are skipped.
     Shifts in a linear space (``X_pca``) stay consistent with the shifts of ``X``."""
+)
 
 DOC_BASELINE_RETURNS = """\
 An AnnData shaped like a prediction: the control cells of each condition's context (copies), relabelled
@@ -67,15 +73,23 @@ DOC_SPACE = """\
 Where the distances are computed: ``"umap"`` (the paper: a 10-D UMAP fitted on both sets, from their PCA
 coordinates), ``"pca"`` (the coordinates as given) or ``"raw"`` (the values as given)."""
 
+DOC_SHOW = """\
+show
+    Show the figure (default: scanpy's ``settings.autoshow`` outside the Agg backend).
+return_fig
+    Return the Figure."""
+
 #: every shared fragment, by the name used in ``%(name)s`` placeholders
 FRAGMENTS = {
     "source": DOC_SOURCE,
     "start_shift": DOC_START_SHIFT,
     "shift_training": DOC_SHIFT_TRAINING,
     "control_targets": DOC_CONTROL_TARGETS,
+    "baseline_keys": DOC_BASELINE_KEYS,
     "baseline_common": DOC_BASELINE_COMMON,
     "baseline_returns": DOC_BASELINE_RETURNS,
     "space": DOC_SPACE,
+    "show": DOC_SHOW,
 }
 
 

@@ -10,6 +10,7 @@ import pandas as pd
 from anndata import AnnData
 
 from .._constants import EVALUATE_KEY
+from .._docs import doc_params
 from ..tl._evaluate import METRICS
 from ._utils import _finish, _new_ax
 
@@ -63,6 +64,7 @@ def _draw(
         ax.legend(frameon=False, title=groupby)
 
 
+@doc_params()
 def evaluate(
     adata: AnnData | pd.DataFrame,
     *,
@@ -94,10 +96,7 @@ def evaluate(
         Add a ``mean`` position (mean over conditions) at the right.
     ax
         Axes to draw in (single metric only); a new figure if None.
-    show
-        Show the figure (default: scanpy's ``settings.autoshow`` outside the Agg backend).
-    return_fig
-        Return the Figure.
+    %(show)s
 
     Returns
     -------

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from .._constants import PATH_OBSM, UNS_KEY
+from .._docs import doc_params
 from ..metrics import joint_embedding
 from ..metrics._utils import _dense, _rng, _subsample_idx
 from ._umap import COLORS, _filter
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 
+@doc_params()
 def flow(
     adata_real: AnnData,
     adata_pred: AnnData,
@@ -68,10 +70,7 @@ def flow(
         Axes title; by default the condition values.
     ax
         Axes to draw in; a new figure if None.
-    show
-        Show the figure (default: scanpy's ``settings.autoshow`` outside the Agg backend).
-    return_fig
-        Return the Figure.
+    %(show)s
 
     Returns
     -------

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from .._docs import doc_params
 from ._utils import _finish, _new_ax
 
 if TYPE_CHECKING:
@@ -16,6 +17,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 
+@doc_params()
 def history(
     model: Any,
     *,
@@ -39,10 +41,7 @@ def history(
         Logarithmic y axis.
     ax
         Axes to draw in; a new figure if None.
-    show
-        Show the figure (default: scanpy's ``settings.autoshow`` outside the Agg backend).
-    return_fig
-        Return the Figure.
+    %(show)s
 
     Returns
     -------

@@ -8,6 +8,7 @@ import numpy as np
 from anndata import AnnData
 
 from .._constants import SOURCE_OBSM
+from .._docs import doc_params
 from ..metrics import joint_embedding
 from ..metrics._utils import _dense, _rng, _subsample_idx
 from ..tl._embedding import _pca_coords
@@ -30,6 +31,7 @@ def _filter(adata: AnnData, condition: Mapping[str, Any] | None) -> np.ndarray:
     return _match_mask(adata.obs, {k: v for k, v in condition.items() if k in adata.obs.columns})
 
 
+@doc_params()
 def umap_overlap(
     adata_real: AnnData,
     adata_pred: AnnData,
@@ -76,10 +78,7 @@ def umap_overlap(
         Axes title; by default the condition values.
     ax
         Axes to draw in; a new figure if None.
-    show
-        Show the figure (default: scanpy's ``settings.autoshow`` outside the Agg backend).
-    return_fig
-        Return the Figure.
+    %(show)s
 
     Returns
     -------

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from .._constants import UNS_KEY
+from .._docs import doc_params
 from ..metrics._utils import _dense
 from ._baselines import _record
 from ._utils import _check_keys, _conditions_in, _match_mask, _mean, _resolve_keys
@@ -31,6 +32,7 @@ def _ridge_bilinear(Y: np.ndarray, G: np.ndarray, P: np.ndarray, ridge: float) -
     return left @ Y @ right.T  # [K, E]
 
 
+@doc_params()
 def baseline_linear(
     adata: AnnData,
     *,
@@ -66,19 +68,7 @@ def baseline_linear(
 
     Parameters
     ----------
-    adata
-        Cells x genes (log-normalised ``X``) with the ``condition_keys`` columns in ``obs``: the training cells,
-        including the control cells of every context to predict. Cells of the conditions to predict are
-        ignored.
-    conditions
-        Conditions to predict, as dicts ``{key: value}`` over ``condition_keys`` (one dict, or a list).
-    condition_keys
-        obs columns that define a condition; the context of a condition is the values of the keys other than
-        ``perturbation_key``. Default: those recorded by ``setup_anndata`` in ``adata.uns["scflowlm"]``.
-    perturbation_key
-        The condition key that holds the perturbation (default: from ``adata.uns["scflowlm"]``).
-    control_value
-        Control label of ``perturbation_key`` (default: from ``adata.uns["scflowlm"]``).
+    %(baseline_keys)s
     n_components
         ``K``: dimensions of the gene embedding (the paper: 10).
     ridge
