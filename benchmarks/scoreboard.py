@@ -25,6 +25,7 @@ Usage::
 
     python benchmarks/scoreboard.py                      # everything (about 80 CPU minutes on 2 cores)
     python benchmarks/scoreboard.py --skip-cellflow      # no peer venv
+    python benchmarks/scoreboard.py --resume             # go on after an interruption
     python benchmarks/scoreboard.py --datasets kang --n-holdouts 2 --seeds 0 --tag probe \\
         --calmflow '{"n_time_points": 4}' --train '{"lr": 3e-3}'   # try a lever on a subset
 """
@@ -171,7 +172,28 @@ def run_cellflow(adata, group: list[dict], seed: int, iterations: int, threads: 
     return preds, seconds
 
 
+def _done(rows: list[dict], dataset: str, model: str, seed: int, labels: list[str]) -> bool:
+    """Whether (a resumed) ``rows`` already hold this model's run on every condition of a held-out group."""
+    have = {r["held out"] for r in rows if (r["dataset"], r["model"], r["seed"]) == (dataset, model, seed)}
+    return set(labels) <= have
+
+
 def run(args) -> pd.DataFrame:
+    """Every row of the scoreboard. Learned and CellFlow rows are appended to ``{tag}_runs.partial.csv`` as they
+    finish; with ``--resume`` the runs already there are kept and not run again (the baselines are recomputed)."""
+    partial = C.DOCS / f"{args.tag}_runs.partial.csv"
+    learned: list[dict] = []
+    if args.resume and partial.exists():
+        learned = pd.read_csv(partial, dtype={"held out": str}).to_dict("records")
+        print(f"resuming: {len(learned)} learned rows from {partial.name}", flush=True)
+    elif partial.exists():
+        partial.unlink()
+
+    def keep(row: dict) -> None:
+        learned.append(row)
+        pd.DataFrame([row]).to_csv(partial, mode="a", header=not partial.exists(), index=False)
+        print({k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()}, flush=True)
+
     rows = []
     for dataset in args.datasets:
         adata, setup, groups = load(dataset)
@@ -198,13 +220,16 @@ def run(args) -> pd.DataFrame:
                         | {"model": "real vs real (floor)", "seed": seed, "train s": 0.0}
                         | score(ref, half, cond)
                     )
+            labels = [c["condition"] if dataset == "perturbench" else c["cell_type"] for c in group]
             for seed in args.seeds:
                 for name, (cls, model_kwargs, train_kwargs) in learned_rows(args).items():
+                    if _done(learned, dataset, name, seed, labels):
+                        continue
                     model, seconds = train_learned(cls, model_kwargs, train_kwargs, adata, setup, group, seed)
                     for cond in group:
                         label = cond["condition"] if dataset == "perturbench" else cond["cell_type"]
                         pred = predict_learned(model, adata, cond, seed)
-                        rows.append(
+                        keep(
                             {
                                 "dataset": dataset,
                                 "held out": label,
@@ -214,16 +239,14 @@ def run(args) -> pd.DataFrame:
                             }
                             | score(adata, pred, cond)
                         )
-                        print(
-                            {k: (round(v, 3) if isinstance(v, float) else v) for k, v in rows[-1].items()},
-                            flush=True,
-                        )
             if not args.skip_cellflow:
                 for seed in args.cellflow_seeds:
+                    if _done(learned, dataset, "CellFlow", seed, labels):
+                        continue
                     preds, seconds = run_cellflow(adata, group, seed, args.cellflow_iterations, args.threads)
                     for cond in group:
                         label = cond["condition"] if dataset == "perturbench" else cond["cell_type"]
-                        rows.append(
+                        keep(
                             {
                                 "dataset": dataset,
                                 "held out": label,
@@ -233,11 +256,11 @@ def run(args) -> pd.DataFrame:
                             }
                             | score(adata, preds[tuple(cond.values())], cond)
                         )
-                        print(
-                            {k: (round(v, 3) if isinstance(v, float) else v) for k, v in rows[-1].items()},
-                            flush=True,
-                        )
-    return pd.DataFrame(rows)
+    df = pd.DataFrame(rows + learned)
+    # held-out conditions in the order they were run, each with its baselines first (a stable sort)
+    order = {key: i for i, key in enumerate(dict.fromkeys(zip(df["dataset"], df["held out"], strict=True)))}
+    df["_order"] = [order[key] for key in zip(df["dataset"], df["held out"], strict=True)]
+    return df.sort_values("_order", kind="stable").drop(columns="_order").reset_index(drop=True)
 
 
 def _fmt(mean: float, sd: float, metric: str) -> str:
@@ -338,12 +361,18 @@ def main() -> None:
     parser.add_argument(
         "--tag", default="scoreboard", help="name of the table written under docs/benchmarks/"
     )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep the learned runs already in docs/benchmarks/{tag}_runs.partial.csv (an interrupted run)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     df = run(args)
     per_cond, per_set, wtl = summarise(df)
     ratio = time_ratio(df)
     df.to_csv(C.DOCS / f"{args.tag}_runs.csv", index=False, float_format="%.5g")
+    (C.DOCS / f"{args.tag}_runs.partial.csv").unlink(missing_ok=True)
     notes = (
         "Per data set: the mean over held-out conditions of the per-condition seed means ± the mean of the per-condition "
         "seed sds. r2 / r2_de: Pearson R² of mean expression on all genes / the top-100 DE genes of the real condition "
