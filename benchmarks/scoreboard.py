@@ -298,6 +298,8 @@ def summarise(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFram
                     ].index:
                         continue
                     a, b = mean.loc[(dataset, held, "CaLMFlow"), m], mean.loc[(dataset, held, other), m]
+                    if np.isnan(a) or np.isnan(b):  # a metric the row lacks (the control mean's Δr)
+                        continue
                     tol = 0.005 if HIGHER_IS_BETTER[m] else 0.02 * abs(b)
                     if abs(a - b) <= tol:
                         t += 1
@@ -305,7 +307,7 @@ def summarise(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFram
                         w += 1
                     else:
                         loss += 1
-                row[m] = f"{w}/{t}/{loss}"
+                row[m] = f"{w}/{t}/{loss}" if w + t + loss else "n.a."
             wtl.append(row)
     return per_cond.reset_index(), per_set.reset_index(), pd.DataFrame(wtl)
 

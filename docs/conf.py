@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
 from datetime import datetime
 from importlib.metadata import version as _version
@@ -47,6 +48,8 @@ master_doc = "index"
 
 # -- Autodoc / autosummary / napoleon -----------------------------------------------------------------------
 autosummary_generate = True
+# stubs of a previous build may name functions that have moved since: start from none
+shutil.rmtree(HERE / "generated", ignore_errors=True)
 autosummary_imported_members = True
 autodoc_member_order = "bysource"
 _FOREIGN_BASES = [  # scvi-tools, Lightning, torch and builtin bases whose members are not documented here

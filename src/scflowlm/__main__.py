@@ -10,7 +10,6 @@ def demo(*, epochs: int | None, seed: int, n_cells: int, source: str = "auto") -
     """Synthetic perturbations -> train CaLMFlow with one combination held out -> predict it -> score it."""
     import pandas as pd
     import scvi
-    from transformers import GPTNeoXConfig
 
     import scflowlm
 
@@ -31,15 +30,10 @@ def demo(*, epochs: int | None, seed: int, n_cells: int, source: str = "auto") -
         perturbation_key="condition",
         control_value="control",
     )
-    backbone = GPTNeoXConfig(
-        vocab_size=64, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=256
-    )
-    model = scflowlm.CaLMFlowModel(
-        adata, n_time_points=8, n_space_tokens=1, backbone=backbone, n_latent=16, source=source
-    )
+    model = scflowlm.CaLMFlowModel(adata, source=source)  # the defaults, as a user gets them
     print(f"2/4 training: {model._model_summary_string}\n    held out: {held}")
     t0 = time.perf_counter()
-    model.train(max_epochs=epochs if epochs is not None else 150, batch_size=64, holdout=[held], lr=2e-3)
+    model.train(max_epochs=epochs, holdout=[held])
     print(f"    trained in {time.perf_counter() - t0:.0f} s")
 
     print(f"3/4 predicting {n_cells} cells of the held-out combination (KV-cached autoregressive rollout)")
@@ -90,7 +84,10 @@ def main(argv: list[str] | None = None) -> None:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("demo", help="train and evaluate on synthetic data (a few CPU minutes)")
     p.add_argument(
-        "--epochs", type=int, default=None, help="training epochs (default 150, about 2,800 steps)"
+        "--epochs",
+        type=int,
+        default=None,
+        help="training epochs (default: the model's own, about 3,000 steps)",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n-cells", type=int, default=300, help="cells to generate")

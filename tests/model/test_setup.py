@@ -164,6 +164,23 @@ def test_numeric_perturbation_is_compared_as_numbers():
     assert pred.obs["prompt"].iloc[0] == "Generate a B cell at dose 1.0:"
 
 
+def test_control_mask_agrees_with_is_control():
+    """The vectorised control flags (used for the control pool of every prediction) equal the per-condition test."""
+    from scflowlm.model._conditions import ConditionTable
+
+    table = ConditionTable.from_codes(
+        ["cell_type", "dose"],
+        {"cell_type": np.array(["A", "B"]), "dose": np.array([0.0, 1.0, 10.0])},
+        np.array([[0, 0], [0, 1], [1, 0], [1, 2], [1, 2]]),
+        perturbation_key="dose",
+        control_value=0,
+    )
+    expected = [table.is_control(table.condition(i)) for i in range(len(table))]
+    assert table.control_mask().tolist() == expected == [True, False, True, False]
+    no_key = ConditionTable.from_codes(["cell_type"], {"cell_type": np.array(["A"])}, np.array([[0]]))
+    assert no_key.control_mask().tolist() == [False]
+
+
 @pytest.mark.parametrize("categorical", [False, True])
 def test_integer_obs_values(categorical):
     """Integer doses (plain int64 or categorical of ints) work in templates, predictions and as conditions."""

@@ -132,6 +132,13 @@ class ConditionTable:
         """Row of a condition given its field codes, or ``-1``."""
         return self._index.get(tuple(int(c) for c in codes), -1)
 
+    def control_mask(self) -> np.ndarray:
+        """``[C]`` whether each condition has the control value in its perturbation field."""
+        if self.perturbation_key is None or self.control_value is None:
+            return np.zeros(len(self), dtype=bool)
+        code = match_value(self.categories[self.perturbation_key], self.control_value)
+        return (code >= 0) & (self.codes[:, self.fields.index(self.perturbation_key)] == code)
+
     def is_control(self, condition: Mapping[str, Any]) -> bool:
         """Whether a condition has the control value in its perturbation field (compared by type)."""
         if self.perturbation_key is None or self.control_value is None:

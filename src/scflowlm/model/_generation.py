@@ -238,13 +238,16 @@ class GenerationMixin:
         fields = self.prompt_builder.fields
         requests: dict[tuple, _Request] = {}
         x0s, obs_parts, start = [], [], 0
+        controls = None  # positions of the registered control cells, found once for all conditions
+        if source is None and self.adata is not None:
+            controls = np.nonzero(self._cell_is_control())[0]
         for cond in conditions:
             unknown = sorted(set(cond) - set(fields), key=str)
             if unknown:
                 raise KeyError(
                     f"Condition has unknown field(s) {unknown}; the prompt template fields are {fields}."
                 )
-            x0, obs = self._source_states(source, cond, n_cells=n_cells, seed=seed)
+            x0, obs = self._source_states(source, cond, n_cells=n_cells, seed=seed, controls=controls)
             missing = [f for f in fields if f not in cond and f not in obs.columns]
             if missing:
                 raise KeyError(f"Field(s) {missing} are neither in the condition nor in the source obs.")

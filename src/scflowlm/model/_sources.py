@@ -18,16 +18,20 @@ class SourceMixin:
     """Source cells of control-source predictions, placed in the training space."""
 
     def _source_states(
-        self, source, condition: dict, *, n_cells: int, seed: int
+        self, source, condition: dict, *, n_cells: int, seed: int, controls: np.ndarray | None = None
     ) -> tuple[np.ndarray, pd.DataFrame]:
-        """Raw start states ``[n, D]`` and obs of the cells a control-source prediction starts from."""
+        """Raw start states ``[n, D]`` and obs of the cells a control-source prediction starts from.
+
+        ``controls``: positions of the registered control cells, when the caller computed them once for many
+        conditions (``source=None``).
+        """
         if isinstance(source, ad.AnnData):
             obs = source.obs.copy()
             states = self._project(source)
         else:
             if self.adata is None:
                 raise ValueError("Without a registered AnnData, pass source= as an AnnData of control cells.")
-            rows = self._source_rows(source, condition, n_cells=n_cells, seed=seed)
+            rows = self._source_rows(source, condition, n_cells=n_cells, seed=seed, controls=controls)
             obs = self.adata.obs.iloc[rows].copy()
             states = self._registered("X", rows).astype(np.float32)
         clash = [c for c in (PROMPT_COL, SEEN_COL) if c in obs.columns]
@@ -40,21 +44,26 @@ class SourceMixin:
         obs.index = [f"{name}-pred" for name in obs.index.astype(str)]
         return states, obs
 
-    def _source_rows(self, source, condition: dict, *, n_cells: int, seed: int) -> np.ndarray:
+    def _source_rows(
+        self, source, condition: dict, *, n_cells: int, seed: int, controls: np.ndarray | None = None
+    ) -> np.ndarray:
         obs = self.adata.obs
         if source is None:
-            hit = self._cell_is_control()
+            if controls is None:
+                controls = np.nonzero(self._cell_is_control())[0]
+            hit = np.ones(len(controls), dtype=bool)  # among the control cells: those of the context
             for k in self.context_keys:
                 if k in condition:
-                    same = {u for u in pd.unique(obs[k]) if same_value(u, condition[k])}
-                    hit &= obs[k].isin(same).to_numpy()
+                    values = obs[k].iloc[controls]
+                    same = {u for u in pd.unique(values) if same_value(u, condition[k])}
+                    hit &= values.isin(same).to_numpy()
             if not hit.any():
                 ctx = {k: condition.get(k) for k in self.context_keys}
                 raise ValueError(
                     f"There are no registered control cells for the context {ctx}; pass source= (an AnnData "
                     "of control cells, a boolean mask or obs names) to say which cells to perturb."
                 )
-            rows = np.nonzero(hit)[0]
+            rows = controls[hit]
             rng = np.random.default_rng(seed)
             return np.sort(rng.choice(rows, size=n_cells, replace=n_cells > len(rows)))
         if not isinstance(source, np.ndarray | pd.Series | list | pd.Index | tuple):
