@@ -122,30 +122,19 @@ def to_cell_eval(
         return out
 
     controls = adata_real[ctrl_mask]
-    ctrl_labels = [control_label] * controls.n_obs
-    real_cells = adata_real[real_mask]
-    real_out = ad.concat(
-        [
-            build(
-                real_cells.X,
-                real_cells.obs,
-                [label(r) for r in real_cells.obs[keys].astype(str).to_dict("records")],
-            ),
-            build(controls.X, controls.obs, ctrl_labels),
-        ]
-    )
-    keep = ~pred.obs[pkey].astype(str).eq(str(ctrl)).to_numpy()
-    pred_cells = pred[keep]
-    pred_out = ad.concat(
-        [
-            build(
-                pred_cells.X,
-                pred_cells.obs,
-                [label(r) for r in pred_cells.obs[keys].astype(str).to_dict("records")],
-            ),
-            build(controls.X, controls.obs, ctrl_labels),
-        ]
-    )
+
+    def with_controls(cells: ad.AnnData) -> ad.AnnData:
+        """The cells under their flattened labels, then the real control cells under ``control_label``."""
+        labels = [label(r) for r in cells.obs[keys].astype(str).to_dict("records")]
+        return ad.concat(
+            [
+                build(cells.X, cells.obs, labels),
+                build(controls.X, controls.obs, [control_label] * controls.n_obs),
+            ]
+        )
+
+    real_out = with_controls(adata_real[real_mask])
+    pred_out = with_controls(pred[~pred.obs[pkey].astype(str).eq(str(ctrl)).to_numpy()])
     for out in (real_out, pred_out):
         out.obs_names_make_unique()
         out.obs[pert_col] = out.obs[pert_col].astype("category")
