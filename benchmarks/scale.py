@@ -86,17 +86,15 @@ def make_data(n: int, path: Path, seed: int = 0) -> None:
     loadings = np.linalg.qr(rng.normal(size=(N_GENES, N_PCS)))[0].astype(np.float32)  # [G, P] orthonormal
     types = rng.integers(N_TYPES, size=n)
     perts = rng.integers(N_PERTS, size=n)  # 0 = control
-    programs = (
-        rng.normal(size=(N_TYPES + N_PERTS, 40)) * 0.5
-    )  # per type / perturbation: 40 favoured genes' rates
+    # per type / perturbation: 40 favoured genes' rates
+    programs = rng.normal(size=(N_TYPES + N_PERTS, 40)) * 0.5
     genes = rng.integers(N_GENES, size=(N_TYPES + N_PERTS, 40))
     rows, cols, vals = [], [], []
     for start in range(0, n, 100_000):
         idx = np.arange(start, min(start + 100_000, n))
         g = np.concatenate([genes[types[idx]], genes[N_TYPES + perts[idx]]], axis=1)  # [m, 80]
-        lam = np.exp(
-            np.concatenate([programs[types[idx]], programs[N_TYPES + perts[idx]]], axis=1)
-        )  # [m, 80]
+        # [m, 80]
+        lam = np.exp(np.concatenate([programs[types[idx]], programs[N_TYPES + perts[idx]]], axis=1))
         counts = rng.poisson(lam)
         keep = counts > 0
         r = np.repeat(idx[:, None], g.shape[1], axis=1)[keep]

@@ -16,9 +16,8 @@ TEMPLATE = "Generate a {cell_type} cell stimulated with {condition}:"
 CONTROL_TEMPLATE = "Generate an unstimulated {cell_type} cell:"
 HOLDOUT = {"cell_type": "NK", "condition": "IFNB+TNF"}
 
-torch.set_num_threads(
-    1
-)  # tiny models: one thread avoids thread-synchronisation overhead on a shared machine (all tests)
+# tiny models: one thread avoids thread-synchronisation overhead on a shared machine (all tests)
+torch.set_num_threads(1)
 
 
 def tiny_config(vocab_size: int = 64) -> GPTNeoXConfig:

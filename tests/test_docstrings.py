@@ -33,6 +33,5 @@ def test_shared_text_is_filled_with_its_indentation():
     doc = scflowlm.CaLMFlowModel.__doc__
     assert '``"noise"``: flows start from Gaussian noise' in doc
     source = doc[doc.index("    source\n") :].splitlines()[1:4]
-    assert all(line.startswith("        ") for line in source), (
-        source
-    )  # the fragment kept the parameter indent
+    # the fragment kept the parameter indent
+    assert all(line.startswith("        ") for line in source), source

@@ -56,9 +56,8 @@ def test_unseen_combination_is_the_sum_of_its_singles_and_unknown_gets_zero():
     got = nearest_context_shifts(
         conds, means, [{"ct": "B", "p": "P+Q"}, {"ct": "A", "p": "P+Q"}, {"ct": "B", "p": "Z"}], **kw
     )
-    np.testing.assert_allclose(
-        got[0], [3, 3, 0]
-    )  # measured in another context (A): its shift, as the baseline
+    # measured in another context (A): its shift, as the baseline
+    np.testing.assert_allclose(got[0], [3, 3, 0])
     np.testing.assert_allclose(got[1], [1, 1, 0])  # A's pair held out of its own estimate: A's singles
     np.testing.assert_allclose(got[2], 0)
 
@@ -119,8 +118,7 @@ def test_training_head_start_follows_shift_training(adata, training):
     if training == "own":
         np.testing.assert_allclose(module_shift, measured, atol=1e-4)
     else:
-        assert (
-            np.abs(module_shift - measured).max() > 0.05
-        )  # the held-out estimate, not the condition's own change
+        # the held-out estimate, not the condition's own change
+        assert np.abs(module_shift - measured).max() > 0.05
     with pytest.raises(ValueError, match="shift_training must be one of"):
         small_model(adata, shift_training="oracle")

@@ -104,9 +104,8 @@ def test_sample_is_independent_of_batching_and_of_other_conditions():
 
 def test_prompt_dropout_uses_the_context_free_rows_in_training_only(monkeypatch):
     module = make_module(prompt_dropout=0.9999)
-    ids = torch.tensor(
-        [[0, 3, 4, 5], [6, 7, 8, 9], [0, 0, 3, 5], [0, 0, 6, 9]]
-    )  # full prompts, then context-free
+    # full prompts, then context-free
+    ids = torch.tensor([[0, 3, 4, 5], [6, 7, 8, 9], [0, 0, 3, 5], [0, 0, 6, 9]])
     module.set_prompts(ids, (ids > 0).long())
     seen = []
     real = module._prompt_cache

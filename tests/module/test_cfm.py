@@ -137,9 +137,8 @@ def test_ot_pairing_lowers_cost():
 def test_pairing_stays_within_condition():
     torch.manual_seed(0)
     condition = torch.tensor([0, 1] * 20)
-    x0 = torch.cat(
-        [torch.zeros(40, 1), condition.view(-1, 1).float()], dim=1
-    )  # second column tags the condition
+    # second column tags the condition
+    x0 = torch.cat([torch.zeros(40, 1), condition.view(-1, 1).float()], dim=1)
     x1 = torch.randn(40, 2)
     for flow in ("ot", "sb"):
         paired = make_module(flow).pair(x0, x1, condition)

@@ -187,9 +187,8 @@ class FlowModelBase(TrainingMixin, GenerationMixin, SourceMixin, SaveLoadMixin, 
         self.n_features = len(
             self.registry_["field_registries"][REGISTRY_KEYS.X_KEY]["state_registry"]["column_names"]
         )
-        self.loadings_ = self.gene_means_ = self.var_names_ = (
-            None  # a load restores the saved ones after __init__
-        )
+        # a load restores the saved ones after __init__
+        self.loadings_ = self.gene_means_ = self.var_names_ = None
         if adata is not None and condition_codes is None:
             gene_map = GeneMap.from_anndata(
                 adata, n_features=self.n_features, obsm_key=args["obsm_key"], layer=args["layer"]
@@ -284,9 +283,8 @@ class FlowModelBase(TrainingMixin, GenerationMixin, SourceMixin, SaveLoadMixin, 
         if self.start_shift != "none":
             table, args = self.condition_table, self._setup_args
             every = [table.condition(i) for i in range(len(table))]
-            if (
-                self.shift_training == "own"
-            ):  # training flows start at their own shift: the flow learns the shape
+            # "own": training flows start at their own shift, and the flow learns the shape
+            if self.shift_training == "own":
                 shift = own_shifts(
                     every,
                     self.condition_means_,

@@ -206,9 +206,8 @@ class CFMModel(FlowModelBase):
         """Covariate vectors of the registered conditions -> ``module.covariates`` ``[C, P]``."""
         table = self.condition_table
         rows = [self.covariate_vector(table.condition(i)) for i in range(len(table))]
-        cov = (
-            np.stack(rows).astype(np.float32) if rows else np.zeros((0, self.n_covariates), np.float32)
-        )  # [C, P]
+        # [C, P]
+        cov = np.stack(rows).astype(np.float32) if rows else np.zeros((0, self.n_covariates), np.float32)
         self.module.set_condition_covariates(torch.as_tensor(cov))
 
     def _before_training(self, train_idx: np.ndarray) -> None:

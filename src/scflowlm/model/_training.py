@@ -164,9 +164,8 @@ class TrainingMixin:
             is_control = self._cell_is_control()
             dropped = np.concatenate([train_idx[is_control[train_idx]], val_idx[is_control[val_idx]]])
             fit_idx, fit_val = train_idx[~is_control[train_idx]], val_idx[~is_control[val_idx]]
-            splitter_test = np.sort(
-                np.concatenate([test_idx, dropped])
-            )  # the splitter wants every cell placed
+            # the splitter wants every cell placed
+            splitter_test = np.sort(np.concatenate([test_idx, dropped]))
         if len(fit_idx) < batch_size:
             raise ValueError(
                 f"batch_size={batch_size} is larger than the {len(fit_idx)} training cells; pass a smaller batch_size."
@@ -200,9 +199,8 @@ class TrainingMixin:
         trainer_kwargs.setdefault(
             "check_val_every_n_epoch", max(1, max_epochs // 20) if len(val_idx) else None
         )
-        trainer_kwargs.setdefault(
-            "log_every_n_steps", min(10, steps_per_epoch)
-        )  # small data: no Lightning warning
+        # small data: no Lightning warning
+        trainer_kwargs.setdefault("log_every_n_steps", min(10, steps_per_epoch))
         best = BestWeights("validation_loss" if len(val_idx) else "train_loss") if keep_best else None
         ended_by = ExceptionRecorder()
         callbacks = list(trainer_kwargs.pop("callbacks", None) or [])

@@ -146,9 +146,8 @@ class FlowModuleBase(BaseModuleClass):
         if self.source == "noise":
             return torch.randn_like(x1)
         x0 = x1.clone()
-        shift = (
-            self.condition_shift[condition] if len(self.condition_shift) else torch.zeros_like(x1)
-        )  # [B, D]
+        # [B, D]
+        shift = self.condition_shift[condition] if len(self.condition_shift) else torch.zeros_like(x1)
         perturbed = ~self.condition_is_control[condition]  # [B]
         for c in torch.unique(context[perturbed]):
             rows = torch.nonzero(perturbed & (context == c)).view(-1)

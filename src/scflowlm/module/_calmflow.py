@@ -297,9 +297,8 @@ class CaLMFlowModule(FlowModuleBase):
             noise = torch.zeros(n, N - 1, self.head.n_latent, dtype=z0.dtype)  # [n, N-1, Z]
             for c, gen in enumerate(generators):
                 idx = torch.nonzero(rows == c).view(-1)
-                for i in (
-                    range(N - 1) if len(idx) else ()
-                ):  # step by step, as one rollout of these cells draws it
+                # step by step, as one rollout of these cells draws it
+                for i in range(N - 1) if len(idx) else ():
                     noise[idx, i] = torch.randn(len(idx), noise.shape[-1], generator=gen).to(noise)
         seqs, real = [], []
         for c in torch.unique(rows):

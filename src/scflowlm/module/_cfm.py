@@ -240,9 +240,8 @@ class CFMModule(FlowModuleBase):
             options = {"step_size": 1.0 / (100 if n_steps is None else int(n_steps))}
         if times is None:
             times = torch.tensor([0.0, 1.0])
-        path = odeint(
-            rhs, x0, times.to(x0), method=method, rtol=rtol, atol=atol, options=options
-        )  # [T, B, D]
+        # [T, B, D]
+        path = odeint(rhs, x0, times.to(x0), method=method, rtol=rtol, atol=atol, options=options)
         self.train(was_training)
         return path
 

@@ -89,9 +89,8 @@ def sinkhorn_pairing(
     cost = cost - cost.min(axis=1, keepdims=True)  # [n, n]
     w = np.full(n, 1.0 / n)
     with warnings.catch_warnings():
-        warnings.simplefilter(
-            "ignore"
-        )  # convergence warnings: an unconverged plan is still a usable coupling
+        # convergence warnings: an unconverged plan is still a usable coupling
+        warnings.simplefilter("ignore")
         plan = ot.sinkhorn(w, w, cost, reg, numItermax=num_iter_max, stopThr=stop_threshold)  # [n, n]
     plan = torch.as_tensor(plan, dtype=torch.float64).T  # [n (targets), n (sources)]
     if not torch.isfinite(plan).all() or (plan.sum(1) <= 0).any():

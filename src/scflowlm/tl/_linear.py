@@ -136,9 +136,8 @@ def baseline_linear(
     ctrl_centre = ctrl_stack.mean(0)
     basis = U[:, :K].T  # [K, genes], orthonormal: noise directions keep their small size
     z_all = (ctrl_stack - ctrl_centre) @ basis.T  # [contexts, K]
-    z_scale = (
-        float(np.sqrt((z_all**2).sum(1).mean())) or 1.0
-    )  # unit mean squared norm, comparable to the bias 1
+    # unit mean squared norm, comparable to the bias 1
+    z_scale = float(np.sqrt((z_all**2).sum(1).mean())) or 1.0
 
     def embed(ctx: tuple, single: str) -> np.ndarray:
         onehot = np.zeros(len(singles))
