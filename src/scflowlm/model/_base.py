@@ -37,16 +37,19 @@ def _rows_of(table: ConditionTable, codes: np.ndarray) -> np.ndarray:
     """Row of ``table`` of every row of per-cell codes ``[n, F]`` (``-1`` for a combination not in it)."""
     if codes.shape[0] == 0:
         return np.zeros(0, dtype=np.int64)
-    if codes.shape[1] == 0 or codes.min() < 0:
-        uniq, inverse = np.unique(codes, axis=0, return_inverse=True)
-        return np.array([table.index_of(r) for r in uniq], dtype=np.int64)[inverse.reshape(-1)]
-    keys = np.ravel_multi_index(tuple(codes.T), tuple(codes.max(0) + 1))  # [n] one integer per combination
-    uniq, first, inverse = np.unique(keys, return_index=True, return_inverse=True)  # 1-D: fast at 1M cells
+    # [n] one integer per combination (mixed radix): a 1-D unique is about 10x faster than axis=0 at 1M cells
+    keys = np.zeros(len(codes), dtype=np.int64)
+    for column in codes.T:
+        column = column - column.min()
+        keys = keys * (int(column.max()) + 1) + column
+    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
     return np.array([table.index_of(codes[i]) for i in first], dtype=np.int64)[inverse.reshape(-1)]
 
 
 #: the head starts a control-source flow can take (see ``start_shift`` of the models)
 START_SHIFTS = ("none", "nearest_context")
+#: where training flows with a head start begin (see ``shift_training`` of the models)
+SHIFT_TRAININGS = ("held_out", "own")
 
 
 class FlowModelBase(TrainingMixin, GenerationMixin, SourceMixin, SaveLoadMixin, BaseModelClass):
@@ -219,11 +222,19 @@ class FlowModelBase(TrainingMixin, GenerationMixin, SourceMixin, SaveLoadMixin, 
             )
         return source
 
-    def _check_start_shift(self, start_shift: str, source: str) -> str:
-        """The head start to use: ``start_shift``, or ``"none"`` for a noise source (it has no control cells)."""
-        if start_shift not in START_SHIFTS:
-            raise ValueError(f"start_shift must be one of {START_SHIFTS}, got {start_shift!r}.")
-        return start_shift if source == "control" else "none"
+    def _init_source(
+        self, source: str, *, loading: bool, start_shift: str, shift_training: str, control_targets: bool
+    ) -> str:
+        """Resolve ``source`` (returned) and set the options of control-source flows, checked.
+
+        A noise source has no control cells, so its head start is always ``"none"``.
+        """
+        source = self._resolve_source(source, loading=loading)
+        self._check_choice("start_shift", start_shift, START_SHIFTS)
+        self.start_shift = start_shift if source == "control" else "none"
+        self.shift_training = self._check_choice("shift_training", shift_training, SHIFT_TRAININGS)
+        self.control_targets = bool(control_targets)
+        return source
 
     @staticmethod
     def _check_choice(name: str, value: Any, choices: Sequence[Any]) -> Any:

@@ -136,16 +136,20 @@ class CaLMFlowModel(FlowModelBase):
         if not isinstance(prompt_dropout, numbers.Real) or not 0 <= prompt_dropout < 1:
             raise ValueError(f"prompt_dropout must be in [0, 1), got {prompt_dropout!r}.")
         self._init_data(adata, condition_codes)
-        source = self._resolve_source(source, loading=condition_codes is not None)
-        self.start_shift = self._check_start_shift(start_shift, source)
-        self.shift_training = self._check_choice("shift_training", shift_training, ("held_out", "own"))
-        self.control_targets = bool(control_targets)
+        source = self._init_source(
+            source,
+            loading=condition_codes is not None,
+            start_shift=start_shift,
+            shift_training=shift_training,
+            control_targets=control_targets,
+        )
         attn = select_attn_implementation(
             attn_implementation, device="cuda" if torch.cuda.is_available() else "cpu"
         )
+        context_free = self._context_free_prompts()  # in the vocabulary, and read with prompt_dropout
         net, tok = build_backbone(
             backbone,
-            prompts=self.prompts + self._context_free_prompts(),
+            prompts=self.prompts + context_free,
             tokenizer=tokenizer,
             attn_implementation=attn,
         )
@@ -163,7 +167,7 @@ class CaLMFlowModel(FlowModelBase):
             dropout=dropout,
             prompt_dropout=prompt_dropout,
         )
-        prompts = self.prompts + (self._context_free_prompts() if prompt_dropout > 0 else [])
+        prompts = self.prompts + (context_free if prompt_dropout > 0 else [])
         self.module.set_prompts(*self._tokenize(prompts))
         self._init_module()
         self._model_summary_string = (

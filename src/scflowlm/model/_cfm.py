@@ -120,10 +120,13 @@ class CFMModel(FlowModelBase):
             if value is not None and (not isinstance(value, numbers.Integral) or value < 1):
                 raise ValueError(f"{name} must be a positive integer, got {value!r}.")
         self._init_data(adata, condition_codes)
-        source = self._resolve_source(source, loading=condition_codes is not None)
-        self.start_shift = self._check_start_shift(start_shift, source)
-        self.shift_training = self._check_choice("shift_training", shift_training, ("held_out", "own"))
-        self.control_targets = bool(control_targets)
+        source = self._init_source(
+            source,
+            loading=condition_codes is not None,
+            start_shift=start_shift,
+            shift_training=shift_training,
+            control_targets=control_targets,
+        )
         self._build_vocabulary()
         self.covariate_mask_ = np.ones(self.n_covariates, dtype=np.float32)
         self.module = CFMModule(

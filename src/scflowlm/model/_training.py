@@ -134,12 +134,13 @@ class TrainingMixin:
         """
         if self.adata is None:
             raise ValueError("This model has no AnnData; pass one to load() to train.")
+        lr = self._default_lr if lr is None else lr
         check_train_args(
             max_epochs=max_epochs,
             batch_size=batch_size,
             train_size=train_size,
             validation_size=validation_size,
-            lr=self._default_lr if lr is None else lr,
+            lr=lr,
         )
         if ckpt_path is not None and not os.path.isfile(ckpt_path):
             raise FileNotFoundError(
@@ -188,7 +189,7 @@ class TrainingMixin:
             **datasplitter_kwargs,
         )
         plan_kwargs = {
-            "lr": self._default_lr if lr is None else lr,
+            "lr": lr,
             "weight_decay": weight_decay,
             "optimizer": "AdamW",
         } | (plan_kwargs or {})
