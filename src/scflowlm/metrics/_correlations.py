@@ -8,6 +8,8 @@ import numpy as np
 import scipy.sparse as sp
 from scipy import stats
 
+from ._utils import _mean
+
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
@@ -15,7 +17,7 @@ if TYPE_CHECKING:
 def _profile(a: Any) -> np.ndarray:
     """Mean expression profile (features,) of cells (a dense or sparse 2-D array); 1-D arrays pass through."""
     if sp.issparse(a):
-        return np.asarray(a.mean(axis=0), dtype=np.float64).ravel()
+        return _mean(a)
     a = np.asarray(a, dtype=np.float64)
     return a if a.ndim == 1 else a.mean(0)
 

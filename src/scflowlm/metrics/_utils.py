@@ -21,6 +21,11 @@ def _dense(a: Any) -> np.ndarray:
     return a
 
 
+def _mean(a: Any) -> np.ndarray:
+    """Column means of a dense or sparse cells x features matrix, shape (features,)."""
+    return np.asarray(a.mean(axis=0), dtype=np.float64).ravel()
+
+
 def _rng(seed: int | np.random.Generator | None) -> np.random.Generator:
     return seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
 

@@ -14,8 +14,8 @@ from .._constants import SOURCE_OBSM, UNS_KEY
 from .._docs import doc_params
 from .._warnings import ScflowlmWarning
 from ..metrics._correlations import _pearson
-from ..metrics._utils import _dense, _rng
-from ._utils import _check_keys, _conditions_in, _match_mask, _mean, _resolve_keys
+from ..metrics._utils import _dense, _mean, _rng
+from ._utils import _check_keys, _conditions_in, _match_mask, _resolve_keys
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence

@@ -122,16 +122,12 @@ def to_cell_eval(
         return out
 
     controls = adata_real[ctrl_mask]
+    control_cells = build(controls.X, controls.obs, [control_label] * controls.n_obs)  # in both outputs
 
     def with_controls(cells: ad.AnnData) -> ad.AnnData:
         """The cells under their flattened labels, then the real control cells under ``control_label``."""
         labels = [label(r) for r in cells.obs[keys].astype(str).to_dict("records")]
-        return ad.concat(
-            [
-                build(cells.X, cells.obs, labels),
-                build(controls.X, controls.obs, [control_label] * controls.n_obs),
-            ]
-        )
+        return ad.concat([build(cells.X, cells.obs, labels), control_cells])
 
     real_out = with_controls(adata_real[real_mask])
     pred_out = with_controls(pred[~pred.obs[pkey].astype(str).eq(str(ctrl)).to_numpy()])

@@ -7,8 +7,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..metrics._embedding import _top_pcs
-from ..metrics._utils import _dense
-from ._utils import _mean
+from ..metrics._utils import _dense, _mean
 
 if TYPE_CHECKING:
     from anndata import AnnData

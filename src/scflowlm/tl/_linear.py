@@ -10,9 +10,9 @@ import pandas as pd
 
 from .._constants import UNS_KEY
 from .._docs import doc_params
-from ..metrics._utils import _dense
+from ..metrics._utils import _dense, _mean
 from ._baselines import _record
-from ._utils import _check_keys, _conditions_in, _match_mask, _mean, _resolve_keys
+from ._utils import _check_keys, _conditions_in, _match_mask, _resolve_keys
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence

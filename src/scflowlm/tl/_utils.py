@@ -30,11 +30,6 @@ def _as_array(x: AnnData | np.ndarray, rep: str | None = None) -> np.ndarray:
     return _dense(x)
 
 
-def _mean(a: Any) -> np.ndarray:
-    """Column means of a dense or sparse cells x features matrix, shape (features,)."""
-    return np.asarray(a.mean(axis=0), dtype=np.float64).ravel()
-
-
 def _match_mask(obs: pd.DataFrame, condition: Mapping[str, Any]) -> np.ndarray:
     """Boolean mask of the rows of ``obs`` whose columns equal every value of ``condition``."""
     mask = np.ones(len(obs), dtype=bool)
