@@ -1,4 +1,4 @@
-"""Shared pieces of the benchmark scripts: data sets, model zoo, scoring, tables."""
+"""Shared pieces of the benchmark scripts: data sets, condition keys, timing, tables."""
 
 from __future__ import annotations
 
@@ -8,13 +8,16 @@ import time
 import warnings
 from datetime import date
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 import scanpy as sc
 import torch
 
 import scflowlm
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
@@ -71,43 +74,6 @@ KEYS = {
     "perturbation_key": "condition",
     "control_value": "control",
 }
-METRICS = ["r2", "r2_de", "pearson_delta", "pearson_delta_de", "mmd", "wasserstein", "edistance"]
-
-
-def score(adata, pred, held: dict, *, metrics=METRICS) -> dict:
-    """Evaluate one prediction of one held-out condition with the package's own ``tl.evaluate`` (PCA space)."""
-    df = scflowlm.tl.evaluate(
-        adata, pred, conditions=[held], metrics=metrics, space="pca", key_added=None, **KEYS
-    )
-    return df.iloc[0][metrics].to_dict()
-
-
-def baselines(adata, held: dict, seed: int) -> dict[str, dict]:
-    """Scores of the simple baselines and the real-vs-real floor for one held-out condition."""
-    out = {}
-    for name, fn in (
-        ("control mean", scflowlm.tl.baseline_control_mean),
-        ("additive shift", scflowlm.tl.baseline_additive),
-        ("nearest-context shift", scflowlm.tl.baseline_nearest_context),
-    ):
-        out[name] = score(adata, fn(adata, conditions=[held], **KEYS), held)
-    _, half = scflowlm.tl.baseline_real_vs_real(
-        adata, conditions=[held], condition_keys=KEYS["condition_keys"], seed=seed
-    )
-    out["real vs real (floor)"] = score(adata[~adata.obs_names.isin(half.obs_names)], half, held)
-    return out
-
-
-def summarise(rows: list[dict], *, by: list[str]) -> pd.DataFrame:
-    """mean +- sd over seeds, as strings, one row per ``by`` group."""
-    df = pd.DataFrame(rows)
-    metrics = [m for m in METRICS if m in df]
-    agg = df.groupby(by, sort=False)[metrics].agg(["mean", "std"])
-    out = pd.DataFrame(index=agg.index)
-    for m in metrics:
-        mean, sd = agg[(m, "mean")], agg[(m, "std")].fillna(0.0)
-        out[m] = [f"{a:.3f} ± {b:.3f}" for a, b in zip(mean, sd, strict=True)]
-    return out.reset_index()
 
 
 def write_table(name: str, title: str, table: pd.DataFrame, *, command: str, notes: str = "") -> str:
