@@ -16,6 +16,7 @@ Usage::
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -81,6 +82,9 @@ def lever_table(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def main() -> None:
+    argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    ).parse_args()
     runs = pd.read_csv(C.DOCS / "levers_runs.csv", dtype={"held out": str})
     table = lever_table(runs)
     C.write_table(
