@@ -79,6 +79,14 @@ show
 return_fig
     Return the Figure."""
 
+DOC_AX_SHOW = (
+    """\
+ax
+    Axes to draw in; a new figure if None.
+"""
+    + DOC_SHOW
+)
+
 #: every shared fragment, by the name used in ``%(name)s`` placeholders
 FRAGMENTS = {
     "source": DOC_SOURCE,
@@ -90,6 +98,7 @@ FRAGMENTS = {
     "baseline_returns": DOC_BASELINE_RETURNS,
     "space": DOC_SPACE,
     "show": DOC_SHOW,
+    "ax_show": DOC_AX_SHOW,
 }
 
 

@@ -68,9 +68,7 @@ def flow(
         Marker size of the real cells and the end points.
     title
         Axes title; by default the condition values.
-    ax
-        Axes to draw in; a new figure if None.
-    %(show)s
+    %(ax_show)s
 
     Returns
     -------

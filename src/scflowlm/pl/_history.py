@@ -39,9 +39,7 @@ def history(
         ``"validation_loss"``, ``"elbo_train"``.
     logy
         Logarithmic y axis.
-    ax
-        Axes to draw in; a new figure if None.
-    %(show)s
+    %(ax_show)s
 
     Returns
     -------

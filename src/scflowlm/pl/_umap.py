@@ -76,9 +76,7 @@ def umap_overlap(
         Colours of ``"real"``, ``"generated"`` and ``"source"``.
     title
         Axes title; by default the condition values.
-    ax
-        Axes to draw in; a new figure if None.
-    %(show)s
+    %(ax_show)s
 
     Returns
     -------
