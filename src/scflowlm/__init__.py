@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
-
 from . import baselines, data, metrics, model, module, nn, pl, tl, train
+from ._version import scflowlm_version
 from ._warnings import ScflowlmWarning
 from .model import CaLMFlowModel
 
-try:
-    __version__ = version("scflowlm")
-except PackageNotFoundError:  # pragma: no cover
-    __version__ = "0.0.0"
+__version__ = scflowlm_version()
 
 __all__ = [
     "CaLMFlowModel",

@@ -95,3 +95,31 @@ def test_dong2023_rejects_another_file(tmp_path):
     ad.AnnData(np.zeros((2, 2), dtype=np.float32)).write_h5ad(other)
     with pytest.raises(ValueError, match=r"not the Dong et al. 2023 file: obs lacks \['cell_type0528'"):
         scflowlm.data.dong2023(other)
+
+
+def test_fetch_never_keeps_a_file_that_failed_its_checksum(tmp_path):
+    """Bug 8: the failed file stayed in the cache, and the next call with sha256=None pinned and returned it."""
+    src = tmp_path / "good.bin"
+    src.write_bytes(b"the real data")
+    cache = tmp_path / "cache"
+    with pytest.raises(OSError, match="Checksum mismatch .*The file was removed"):
+        fetch(src.as_uri(), filename="f.bin", sha256="1" * 64, cache_dir=cache)
+    assert not (cache / "f.bin").exists()
+    src.write_bytes(b"the data, fixed upstream")
+    path = fetch(src.as_uri(), filename="f.bin", sha256=None, cache_dir=cache)  # downloaded anew, then pinned
+    assert path.read_bytes() == b"the data, fixed upstream"
+
+
+@pytest.mark.parametrize(
+    "loader", [scflowlm.data.kang2018, scflowlm.data.dong2023, scflowlm.data.perturbench_devel]
+)
+def test_loaders_name_a_folder_or_a_non_h5ad_file(loader, tmp_path):
+    with pytest.raises(IsADirectoryError, match="is a folder; pass the path of the .h5ad file"):
+        loader(tmp_path)
+    csv = tmp_path / "cells.csv"
+    csv.write_text("cell,gene\na,1\n")
+    match = (
+        "is not an .h5ad file" if loader is not scflowlm.data.perturbench_devel else "not the expected file"
+    )
+    with pytest.raises((ValueError, OSError), match=match):
+        loader(csv)

@@ -190,3 +190,52 @@ def test_many_conditions_from_the_same_source_cells(adata):
     assert both.obs_names.is_unique
     alone = model.predict_perturbation({"condition": "TNF"}, source=ctrl, seed=0)
     np.testing.assert_allclose(both.X[ctrl.n_obs :], alone.X, atol=1e-5)
+
+
+# ---------------------------------------------------------------- typed values, and sources that cannot work
+
+
+def _dose_model(adata, dtype):
+    adata.obs["dose"] = np.where(adata.obs["condition"] == "control", 0, 1).astype(dtype)
+    setup(
+        adata,
+        prompt_template="A {cell_type} cell at dose {dose}:",
+        control_template=None,
+        perturbation_key="dose",
+        control_value=0,
+    )
+    return quiet_train(small_model(adata, source="control"))
+
+
+@pytest.mark.parametrize("dtype", [np.int64, np.float64])
+@pytest.mark.parametrize("value", [1, 1.0, "1"])
+def test_one_equality_rule_in_the_model_and_the_tools(adata, dtype, value):
+    """Bug 3: an int dose given as 1.0 was written untyped, and tl.evaluate found no real cells (0 rows).
+
+    The held-out split, the prediction's obs and tl.evaluate find the same cells for 1, 1.0 and "1".
+    """
+    condition = {"cell_type": "B", "dose": value}
+    model = _dose_model(adata, dtype)
+    quiet_train(model, holdout=condition)
+    real = set(adata.obs_names[(adata.obs["cell_type"] == "B") & (adata.obs["dose"] == 1)])
+    assert len(real) == 72
+    assert set(adata.obs_names[model.test_indices]) == real
+    pred = model.predict_perturbation(condition, n_cells=6, seed=0)
+    assert pred.obs["dose"].cat.categories.dtype.kind == np.dtype(dtype).kind  # written as registered
+    assert pred.obs["dose"].iloc[0] == 1
+    table = scflowlm.tl.evaluate(adata, pred, metrics=["r2"], conditions=[condition])
+    assert table["n_real"].tolist() == [72]
+    assert scflowlm.tl.evaluate(adata, pred, metrics=["r2"])["n_real"].tolist() == [72]
+
+
+def test_sources_that_cannot_work_name_the_fix(adata):
+    setup(adata)
+    model = quiet_train(small_model(adata, source="control"))
+    ctrl = adata[adata.obs["condition"] == "control"].copy()
+    with pytest.raises(ValueError, match="The source AnnData has no cells"):  # bug 5
+        model.predict_perturbation({"condition": "TNF"}, source=ctrl[:0].copy(), seed=0)
+    ctrl.obs.index = pd.RangeIndex(ctrl.n_obs)
+    with pytest.raises(ValueError, match=r"obs index holds integer labels .*source.obs_names.astype\(str\)"):
+        model.predict_perturbation({"condition": "TNF"}, source=ctrl, seed=0)
+    with pytest.raises(ValueError, match=r"about \d+ GB, more than this machine's"):  # before numpy fails
+        model.predict_perturbation({"cell_type": "B", "condition": "TNF"}, n_cells=10**10, seed=0)

@@ -125,6 +125,7 @@ def test_conditions_as_list_series_or_frame_and_sample(trained):
         ),  # bug 10
         ({"temperature": float("inf")}, ValueError, r"temperature must be a finite number >= 0, got inf"),
         ({"seed": -1}, ValueError, r"seed must be an integer >= 0, got -1"),
+        ({"seed": 2**64}, ValueError, r"seed must be below 2\*\*63"),
         ({"batch_size": 2.5}, ValueError, r"batch_size must be an integer >= 1, got 2.5"),
         ({"use_kv": True}, TypeError, r"Unknown generation option\(s\): \['use_kv'\]"),
     ],
@@ -143,6 +144,10 @@ def test_bad_conditions(trained):
         model.predict_perturbation({"cell_type": "B"})
     with pytest.raises(TypeError, match="condition must be a dict"):
         model.predict_perturbation(42)
+    with pytest.raises(
+        ValueError, match="No condition given"
+    ):  # bug 5: an empty table crashed in transformers
+        model.predict_perturbation(model.conditions.iloc[:0])
 
 
 def test_untrained_model_warns(adata):
@@ -228,3 +233,12 @@ def test_prompt_dropout_trains_on_context_free_prompts(adata):
     assert np.isfinite(model.history["train_loss"].to_numpy(dtype=float)).all()
     with pytest.raises(ValueError, match=r"prompt_dropout must be in \[0, 1\)"):
         small_model(adata, prompt_dropout=1.0)
+
+
+def test_non_finite_predictions_warn(trained, monkeypatch):
+    """Bug 7 (the other half): NaN states came back without a word."""
+    model, _ = trained
+    real = type(model.module).sample
+    monkeypatch.setattr(type(model.module), "sample", lambda *a, **k: real(*a, **k) * float("nan"))
+    with pytest.warns(scflowlm.ScflowlmWarning, match=r"3 of 3 predicted cells have NaN or infinite states"):
+        model.predict_perturbation(HOLDOUT, n_cells=3, seed=0)

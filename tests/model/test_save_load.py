@@ -233,3 +233,63 @@ def test_save_load_in_new_process(tmp_path):
     for name, pred in expected.items():
         # equal up to float32 rounding: kernels of a long-running test process may differ in the last bit
         np.testing.assert_allclose(got[name], pred, rtol=1e-5, atol=1e-5, err_msg=name)
+
+
+# ---------------------------------------------------------------- damaged or foreign saves name their cause
+
+
+def _damage(saved, tmp_path, change):
+    """A copy of the saved model whose model.pt ``change(dict)`` edited."""
+    import shutil
+
+    import torch
+
+    path = tmp_path / "damaged"
+    shutil.copytree(saved, path)
+    content = torch.load(path / "model.pt", weights_only=False)
+    change(content)
+    torch.save(content, path / "model.pt")
+    return path
+
+
+def _nan_weight(c):
+    key = next(k for k, v in c["model_state_dict"].items() if v.is_floating_point() and v.numel() > 1)
+    c["model_state_dict"][key][0] = float("nan")
+
+
+def _drop_weight(c):
+    c["model_state_dict"].pop(next(iter(c["model_state_dict"])))
+
+
+def _reshape_weight(c):
+    key = next(k for k, v in c["model_state_dict"].items() if v.dim() == 2)
+    c["model_state_dict"][key] = c["model_state_dict"][key][:, :1]
+
+
+def _no_gene_means(c):
+    c["attr_dict"].pop("gene_means_")
+
+
+def _newer_parameter(c):
+    c["attr_dict"]["init_params_"]["non_kwargs"]["gene_embeddings_v9"] = 1
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        (_nan_weight, r"NaN or infinite weights in 1 tensor.*diverged, or the file is damaged"),  # bug 6
+        (_drop_weight, r"cannot be read: it is corrupt, incomplete"),
+        (_reshape_weight, r"cannot be read: it is corrupt, incomplete"),
+        (_no_gene_means, r"is incomplete: its attributes lack \['gene_means_'\]"),
+        (_newer_parameter, r"saved by a newer scflowlm .*gene_embeddings_v9.*Upgrade scflowlm"),
+    ],
+)
+def test_damaged_or_newer_save_names_the_cause(saved, tmp_path, change, match):
+    path = _damage(saved, tmp_path, change)
+    with pytest.raises(ValueError, match=match):
+        CaLMFlowModel.load(path, adata=data())
+
+
+def test_load_of_the_model_file_asks_for_its_folder(saved):
+    with pytest.raises(NotADirectoryError, match=r"model.pt' is a file; pass the folder that holds it"):
+        CaLMFlowModel.load(saved / "model.pt", adata=data())

@@ -164,23 +164,6 @@ def test_numeric_perturbation_is_compared_as_numbers():
     assert pred.obs["prompt"].iloc[0] == "Generate a B cell at dose 1.0:"
 
 
-def test_control_mask_agrees_with_is_control():
-    """The vectorised control flags (used for the control pool of every prediction) equal the per-condition test."""
-    from scflowlm.model._conditions import ConditionTable
-
-    table = ConditionTable.from_codes(
-        ["cell_type", "dose"],
-        {"cell_type": np.array(["A", "B"]), "dose": np.array([0.0, 1.0, 10.0])},
-        np.array([[0, 0], [0, 1], [1, 0], [1, 2], [1, 2]]),
-        perturbation_key="dose",
-        control_value=0,
-    )
-    expected = [table.is_control(table.condition(i)) for i in range(len(table))]
-    assert table.control_mask().tolist() == expected == [True, False, True, False]
-    no_key = ConditionTable.from_codes(["cell_type"], {"cell_type": np.array(["A"])}, np.array([[0]]))
-    assert no_key.control_mask().tolist() == [False]
-
-
 @pytest.mark.parametrize("categorical", [False, True])
 def test_integer_obs_values(categorical):
     """Integer doses (plain int64 or categorical of ints) work in templates, predictions and as conditions."""
@@ -246,3 +229,137 @@ def test_setup_again_does_not_change_a_models_conditions(other):
     )
     assert model.prompts[0] == TEMPLATE.format(cell_type="B", condition="IFNB")
     assert CONTROL_TEMPLATE.format(cell_type="B") in model.prompts
+
+
+# ---------------------------------------------------------------- one-context data, typed columns, extreme inputs
+
+
+@pytest.mark.parametrize("cls", [CaLMFlowModel, CFMModel])
+def test_context_free_template_end_to_end(cls, tmp_path):
+    """Bug 1: a template without a context field (one cell line, as in a CRISPR screen) crashed model construction."""
+    adata = data()
+    cls.setup_anndata(
+        adata,
+        prompt_template="Generate a cell stimulated with {condition}:",
+        perturbation_key="condition",
+        control_value="control",
+    )
+    model = small_model(adata, source="auto") if cls is CaLMFlowModel else CFMModel(adata, n_hidden=16)
+    assert model.module.source == "control"
+    quiet_train(model, holdout={"condition": "IFNB+TNF"}, batch_size=16)
+    pred = model.predict_perturbation({"condition": "IFNB+TNF"}, n_cells=10, seed=0)
+    assert pred.shape == (10, adata.n_vars)
+    assert np.isfinite(pred.X).all()
+    model.save(tmp_path / "m")
+    loaded = cls.load(tmp_path / "m", adata=adata)
+    again = loaded.predict_perturbation({"condition": "IFNB+TNF"}, n_cells=10, seed=0)
+    np.testing.assert_allclose(again.X, pred.X, atol=1e-5)
+    table = scflowlm.tl.evaluate(adata, pred, metrics=["r2", "pearson_delta"], space="pca")
+    assert table["condition"].tolist() == ["IFNB+TNF"]
+    assert table["n_real"].iloc[0] == 24
+    assert np.isfinite(table["pearson_delta"]).all()
+
+
+def test_template_without_fields_trains_and_samples():
+    adata = data()
+    CaLMFlowModel.setup_anndata(adata, prompt_template="Generate a cell:")
+    model = quiet_train(small_model(adata), batch_size=16)
+    assert model.sample(5, seed=0).shape == (5, adata.n_vars)
+
+
+def test_boolean_perturbation_column():
+    """Bug 2: on a bool column every string but "true"/"1" read as False, so control_value="ctrl" found controls."""
+    adata = data()
+    adata.obs["treated"] = (adata.obs["condition"] != "control").to_numpy()
+    template = "A {cell_type} cell, treated={treated}:"
+    with pytest.raises(ValueError, match=r"control_value='ctrl' cannot be a value of obs\['treated'\].*bool"):
+        CaLMFlowModel.setup_anndata(
+            adata, prompt_template=template, perturbation_key="treated", control_value="ctrl"
+        )
+    CaLMFlowModel.setup_anndata(
+        adata, prompt_template=template, perturbation_key="treated", control_value=False
+    )
+    model = quiet_train(small_model(adata, source="auto"), batch_size=16)
+    assert model.module.source == "control"
+    assert int(model.module.condition_is_control.sum()) == 3
+    with pytest.warns(ScflowlmWarning, match=r"never seen in training: \{'treated': 'yes'\}"):
+        pred = model.predict_perturbation({"cell_type": "B", "treated": "yes"}, n_cells=2, seed=0)
+    assert not pred.obs["seen_in_training"].any()
+    assert pred.obs["prompt"].iloc[0] == "A B cell, treated=yes:"
+    pred = model.predict_perturbation({"cell_type": "B", "treated": "TRUE"}, n_cells=2, seed=0)
+    assert pred.obs["seen_in_training"].all()
+    assert bool(pred.obs["treated"].iloc[0]) is True
+
+
+def test_integers_above_2_53_stay_apart():
+    """Bug 4: plate ids 2**53 and 2**53 + 1 compared as float64 got one code; predicting one gave the other."""
+    adata = data()
+    adata.obs["plate"] = np.where(np.arange(adata.n_obs) % 2, 2**53, 2**53 + 1).astype(np.int64)
+    setup(adata, prompt_template="A {cell_type} cell {condition} on plate {plate}:", control_template=None)
+    model = quiet_train(small_model(adata), holdout={"plate": 2**53 + 1}, batch_size=16)
+    assert len(model.test_indices) == int((adata.obs["plate"] == 2**53 + 1).sum()) == 48
+    with pytest.warns(ScflowlmWarning, match="never seen in training"):
+        pred = model.predict_perturbation(
+            {"cell_type": "B", "condition": "TNF", "plate": 2**53 + 1}, n_cells=2
+        )
+    assert pred.obs["prompt"].iloc[0].endswith(f"plate {2**53 + 1}:")
+    assert int(pred.obs["plate"].iloc[0]) == 2**53 + 1
+    seen = model.predict_perturbation({"cell_type": "B", "condition": "TNF", "plate": str(2**53)}, n_cells=2)
+    assert seen.obs["seen_in_training"].all()
+
+
+def test_states_beyond_float32_range_are_refused():
+    """Bug 7: float64 states beyond float32's range passed the finiteness check and predicted NaN."""
+    adata = data()
+    adata.obsm["X_pca"] = adata.obsm["X_pca"].astype(np.float64) * 1e39
+    with pytest.raises(ValueError, match=r"obsm\['X_pca'\] has values beyond float32's range .*96 cells"):
+        setup(adata)
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        (
+            lambda a: a.varm.pop("PCs"),
+            r"varm\['PCs'\] is missing, but mapping the 4 columns .*needs shape \(20, >= 4\)",
+        ),
+        (
+            lambda a: a.varm.__setitem__("PCs", a.varm["PCs"][:, :3]),
+            r"varm\['PCs'\] has shape \(20, 3\), but mapping the 4 columns .*n_comps=4",
+        ),
+    ],
+)
+def test_pcs_that_cannot_map_states_to_genes_warn_with_shapes(change, match):
+    adata = data()
+    change(adata)
+    setup(adata)
+    with pytest.warns(ScflowlmWarning, match=match):
+        model = small_model(adata)
+    assert model.gene_map.loadings is None
+
+
+def test_more_pcs_than_states_use_the_first_ones():
+    """obsm with fewer PCs than varm["PCs"] (the first k kept): genes are still predicted, without a warning."""
+    adata = data()
+    adata.obsm["X_pca"] = adata.obsm["X_pca"][:, :3].copy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ScflowlmWarning)
+        setup(adata)
+        model = small_model(adata)
+    assert model.gene_map.loadings.shape == (20, 3)
+
+
+def test_subset_of_the_pca_cells_keeps_the_pca_centre():
+    """A model of a subset of the cells the PCA was fitted on maps states to genes around the PCA's centre."""
+    full = data()
+    setup(full)
+    subset = full[full.obs["cell_type"] != "NK"].copy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ScflowlmWarning)  # no false alarm about the PCA
+        setup(subset)
+        model = small_model(subset)
+    states = model.gene_map.project(subset, layer=None)
+    np.testing.assert_allclose(states, subset.obsm["X_pca"], atol=1e-4)  # the projection reproduces obsm
+    X, _ = model.gene_map.to_genes(subset.obsm["X_pca"])
+    naive = subset.obsm["X_pca"] @ subset.varm["PCs"].T + subset.X.mean(0)  # centred on the subset's means
+    assert np.abs(X - subset.X).mean() < np.abs(naive - subset.X).mean()

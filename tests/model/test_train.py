@@ -88,6 +88,8 @@ def _keep_global_seed():
         ({"holdout": {"dose": 1}}, r"names unknown obs column\(s\) \['dose'\]"),
         ({"batch_size": 500}, r"batch_size=500 is larger than the 86 training cells"),
         ({"ckpt_path": "nowhere.ckpt"}, r"ckpt_path 'nowhere.ckpt' is not a file"),
+        ({"ema_decay": "0.99"}, r"ema_decay must be a number in \(0, 1\) .*got '0.99'"),
+        ({"ema_decay": 1.0}, r"ema_decay must be a number in \(0, 1\)"),
     ],
 )
 def test_bad_arguments_name_the_cause(kwargs, match):
@@ -331,3 +333,67 @@ def test_ema_weights_are_what_the_model_ends_with():
     assert ema.decay == 0.5
     with pytest.raises(ValueError, match=r"decay must be in \(0, 1\)"):
         EMAWeights(1.0)
+
+
+def test_too_few_perturbed_cells_says_controls_are_sources():
+    adata = setup(data())
+    model = small_model(adata, source="control")  # control_targets=False, the default
+    with pytest.raises(
+        ValueError, match=r"larger than the \d+ training cells \(\d+ control cells are not flows"
+    ):
+        model.train(max_epochs=1, batch_size=80, train_size=0.9)
+
+
+# ---------------------------------------------------------------- resuming only what a checkpoint can continue
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    path = tmp_path_factory.mktemp("ckpt")
+    scvi.settings.seed = 0
+    train(small_model(setup(data())), max_epochs=1, checkpoint_dir=str(path))
+    return path / "last.ckpt"
+
+
+def _resume(model, ckpt):
+    scvi.settings.seed = 0
+    model.train(max_epochs=2, batch_size=16, ckpt_path=str(ckpt), enable_progress_bar=False)
+
+
+def test_resume_refuses_a_checkpoint_of_other_data(checkpoint):
+    """Bug 10: a checkpoint made on other cells silently replaced the new data's standardisation."""
+    other = data(seed=1)
+    other.obs_names = [f"other{i}" for i in range(other.n_obs)]
+    with pytest.raises(ValueError, match=r"written while training on other data \(cells"):
+        _resume(small_model(setup(other)), checkpoint)
+    fewer = data()[1:].copy()
+    with pytest.raises(ValueError, match=r"other data \(cells, training cells differ\)"):
+        _resume(small_model(setup(fewer)), checkpoint)
+
+
+@pytest.mark.parametrize(
+    ("cls", "kwargs", "match"),
+    [
+        (CaLMFlowModel, {"n_latent": 4}, r"another architecture or class .*other shapes"),
+        (scflowlm.model.CFMModel, {"n_hidden": 16}, r"another architecture or class .*weights missing"),
+    ],
+)
+def test_resume_refuses_a_checkpoint_of_another_architecture(checkpoint, cls, kwargs, match):
+    adata = data()
+    cls.setup_anndata(
+        adata,
+        prompt_template="Generate a {cell_type} cell stimulated with {condition}:",
+        control_template="Generate an unstimulated {cell_type} cell:",
+        perturbation_key="condition",
+        control_value="control",
+    )
+    model = small_model(adata, **kwargs) if cls is CaLMFlowModel else cls(adata, **kwargs)
+    with pytest.raises(ValueError, match=match):
+        _resume(model, checkpoint)
+
+
+def test_resume_refuses_a_file_that_is_no_checkpoint(tmp_path):
+    text = tmp_path / "notes.ckpt"
+    text.write_text("not a checkpoint")
+    with pytest.raises(ValueError, match=r"is not a Lightning checkpoint .*last.ckpt"):
+        _resume(small_model(setup(data())), text)

@@ -144,3 +144,27 @@ def test_flow_draws_paths_from_source_to_prediction(trained, basis):
         assert (np.abs(ends[:, :1] - pred.obsm["X_pca"][None, :, 0]).min(1) < 1e-4).all()
     with pytest.raises(KeyError, match="return_path=True"):
         pl.flow(adata, model.predict_perturbation(HOLDOUT, n_cells=3, seed=0), show=False)
+
+
+def test_flow_and_umap_name_what_cannot_be_drawn(trained):
+    """Bug 9: a misspelt condition key plotted every cell under its title; empty or flat inputs drew nothing."""
+    from helpers import HOLDOUT
+
+    model, adata = trained
+    pred = model.predict_perturbation(HOLDOUT, n_cells=6, seed=0, return_path=True)
+    with pytest.raises(KeyError, match=r"condition key\(s\) \['celltype'\] are not obs columns"):
+        pl.flow(adata, pred, condition={"celltype": "NK"}, show=False)
+    with pytest.raises(KeyError, match=r"condition key\(s\) \['celltype'\] are not obs columns"):
+        pl.umap_overlap(adata, pred, condition={"celltype": "NK"}, show=False)
+    with pytest.raises(ValueError, match=r"no predicted cell matches \{'cell_type': 'B'\}"):
+        pl.flow(adata, pred, condition={"cell_type": "B"}, show=False)
+    no_states = adata.copy()
+    del no_states.obsm["X_pca"]
+    with pytest.raises(KeyError, match=r"adata_real.obsm\['X_pca'\] is missing"):
+        pl.flow(no_states, pred, show=False)
+    flat = pred.copy()
+    flat.obsm["X_path"] = flat.obsm["X_path"][:, :, :1]
+    flat_real = adata.copy()
+    flat_real.obsm["X_pca"] = flat_real.obsm["X_pca"][:, :1]
+    with pytest.raises(ValueError, match=r"the states have 1 coordinate\(s\); a 2-D plot"):
+        pl.flow(flat_real, flat, show=False)

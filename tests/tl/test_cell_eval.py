@@ -62,3 +62,20 @@ def test_cell_eval_runs_and_agrees_with_evaluate(trained, tmp_path):
     assert abs(row["pearson_delta"] - ours["pearson_delta"]) < 0.1
     # rough size: the pair clips negative predicted log-expression at 0, which lowers cell-eval's MAE a little
     assert abs(row["mae"] - ours["mae"]) < 0.25 * ours["mae"]
+
+
+def test_inputs_cell_eval_cannot_take_name_the_fix(trained):
+    model, adata = trained
+    pred = model.predict_perturbation(HOLDOUT, n_cells=5, seed=0)
+    with pytest.raises(ValueError, match="adata_pred is an empty list"):
+        tl.to_cell_eval(adata, [])
+    no_column = pred.copy()
+    del no_column.obs["cell_type"]
+    with pytest.raises(KeyError, match=r"adata_pred.obs lacks the condition columns \['cell_type'\]"):
+        tl.to_cell_eval(adata, no_column)
+    dup = adata.copy()
+    dup.var_names = ["g"] * 2 + list(dup.var_names[2:])
+    pred_dup = pred.copy()
+    pred_dup.var_names = dup.var_names
+    with pytest.raises(ValueError, match=r"duplicate gene names \(\['g'\]\).*var_names_make_unique"):
+        tl.to_cell_eval(dup, pred_dup)

@@ -79,8 +79,10 @@ def fetch(url: str, *, filename: str, sha256: str | None, cache_dir: str | Path 
     if sha256 is None:
         pinned.write_text(digest)
     elif digest != sha256:
+        target.unlink()  # never keep (or later pin) a file that failed its check
         raise OSError(
-            f"Checksum mismatch for {target}: expected {sha256}, got {digest}. Delete the file to download again."
+            f"Checksum mismatch for {url} (cached as {target.name}): expected {sha256}, got {digest}. The file was "
+            "removed; check sha256= and the URL, then call again to download it anew."
         )
     return target
 
@@ -89,9 +91,21 @@ def _read_local(path: str | Path, sha256: str | None) -> ad.AnnData:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"No data file at {path}.")
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a folder; pass the path of the .h5ad file in it.")
     if sha256 is not None and _sha256(path) != sha256:
         raise OSError(f"{path} is not the expected file (SHA-256 differs from {sha256}).")
-    return ad.read_h5ad(path)
+    return _read_h5ad(path)
+
+
+def _read_h5ad(path: Path) -> ad.AnnData:
+    """``anndata.read_h5ad``, with a ValueError naming the file when it is not an h5ad file (a CSV, a text)."""
+    try:
+        return ad.read_h5ad(path)
+    except OSError as err:  # h5py: "Unable to open file (file signature not found)"
+        raise ValueError(
+            f"{path} is not an .h5ad file ({err}); pass an AnnData file written by anndata (adata.write_h5ad)."
+        ) from err
 
 
 def perturbench_devel(path: str | Path | None = None, *, cache_dir: str | Path | None = None) -> ad.AnnData:
@@ -110,7 +124,7 @@ def perturbench_devel(path: str | Path | None = None, *, cache_dir: str | Path |
     """
     if path is not None:
         return _read_local(path, _PERTURBENCH_SHA256)
-    return ad.read_h5ad(
+    return _read_h5ad(
         fetch(
             _PERTURBENCH_URL,
             filename="perturbench_devel.h5ad",
@@ -137,7 +151,7 @@ def kang2018(path: str | Path | None = None, *, cache_dir: str | Path | None = N
         if _sha256(Path(path)) == _KANG_MUSCAT_SHA256:
             logger.info("Read the muscat example subset of Kang 2018.")
         return adata
-    return ad.read_h5ad(fetch(_KANG_URL, filename="kang2018.h5ad", sha256=None, cache_dir=cache_dir))
+    return _read_h5ad(fetch(_KANG_URL, filename="kang2018.h5ad", sha256=None, cache_dir=cache_dir))
 
 
 #: Dong et al. 2023 (CINEMA-OT) PBMC cytokine stimulations, as pertpy's ``dong_2023`` serves it.
@@ -203,7 +217,7 @@ def dong2023(
     if path is not None:
         adata = _read_local(path, sha256)
     else:
-        adata = ad.read_h5ad(fetch(url, filename="dong2023.h5ad", sha256=sha256, cache_dir=cache_dir))
+        adata = _read_h5ad(fetch(url, filename="dong2023.h5ad", sha256=sha256, cache_dir=cache_dir))
     missing = [c for c in DONG2023_COLUMNS if c not in adata.obs.columns]
     if missing:
         raise ValueError(

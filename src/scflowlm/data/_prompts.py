@@ -11,23 +11,12 @@ import string
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
+from ._conditions import same_value
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-__all__ = ["PromptBuilder", "same_value", "template_fields"]
-
-
-def same_value(a: Any, b: Any) -> bool:
-    """Whether two obs values are the same: numbers compared as numbers (``0``, ``0.0``, ``"0"``), else as text."""
-    numbers = (int, float, np.integer, np.floating)
-    if isinstance(a, numbers) or isinstance(b, numbers):
-        try:
-            return float(a) == float(b)
-        except (TypeError, ValueError):
-            return False
-    return str(a) == str(b)
+__all__ = ["PromptBuilder", "template_fields"]
 
 
 def template_fields(template: str) -> list[str]:

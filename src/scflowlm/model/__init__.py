@@ -5,7 +5,6 @@ from __future__ import annotations
 from ._base import FlowModelBase
 from ._calmflow import CaLMFlowModel
 from ._cfm import CFMModel
-from ._conditions import ConditionTable
 from ._presets import PRESETS
 
-__all__ = ["PRESETS", "CFMModel", "CaLMFlowModel", "ConditionTable", "FlowModelBase"]
+__all__ = ["PRESETS", "CFMModel", "CaLMFlowModel", "FlowModelBase"]

@@ -10,12 +10,11 @@ import torch
 from scvi.model.base import BaseModelClass
 
 from scflowlm._constants import REGISTRY_KEYS
-from scflowlm.data import PromptBuilder
+from scflowlm.data import ConditionTable, PromptBuilder
 from scflowlm.train import (
     FlowTrainingPlan,
 )
 
-from ._conditions import ConditionTable
 from ._gene_map import GeneMap
 from ._generation import GenerationMixin
 from ._save_load import SaveLoadMixin

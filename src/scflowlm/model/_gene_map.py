@@ -44,29 +44,40 @@ class GeneMap:
 
     @classmethod
     def from_anndata(cls, adata: ad.AnnData, *, n_features: int, obsm_key: str, layer: str | None) -> GeneMap:
-        """Loadings from ``varm["PCs"]`` and the gene means of ``X`` (or ``layer``), read in chunks.
+        """Loadings from ``varm["PCs"]`` and the centre of the PCA, read in chunks.
 
-        Warns when ``varm["PCs"]`` is missing (predictions then hold the state coordinates instead of genes) or
-        when it does not reproduce ``obsm[obsm_key]`` (then the loadings belong to another PCA).
+        The centre is recovered as ``mean(X) - mean(obsm) @ PCs.T``: the gene means of the cells the PCA was fitted
+        on, also when the AnnData holds a subset of them (where ``mean(X)`` alone would shift every prediction).
+        When ``varm["PCs"]`` has more components than ``obsm[obsm_key]`` has columns, the first ones are used.
+
+        Warns when ``varm["PCs"]`` is missing or has too few components (predictions then hold the state
+        coordinates instead of genes) or when it does not reproduce ``obsm[obsm_key]`` (another PCA).
         """
         names = np.asarray(adata.var_names.astype(str))
         pcs = adata.varm.get("PCs") if hasattr(adata, "varm") else None
-        if pcs is None or np.asarray(pcs).shape != (adata.n_vars, n_features):
+        shape = None if pcs is None else np.asarray(pcs).shape
+        if shape is None or shape[0] != adata.n_vars or shape[1] < n_features:
+            found = "is missing" if shape is None else f"has shape {shape}"
             warnings.warn(
-                f"adata.varm['PCs'] with shape ({adata.n_vars}, {n_features}) is missing: predictions will hold the "
-                f"{n_features} state coordinates as variables instead of genes.",
+                f"adata.varm['PCs'] {found}, but mapping the {n_features} columns of adata.obsm[{obsm_key!r}] back to "
+                f"the {adata.n_vars} genes needs shape ({adata.n_vars}, >= {n_features}): predictions will hold the "
+                f"state coordinates as variables instead of genes. Compute both with sc.pp.pca(adata, "
+                f"n_comps={n_features}) to predict genes.",
                 ScflowlmWarning,
                 stacklevel=4,
             )
             return cls(None, None, names)
+        loadings = np.asarray(pcs, dtype=np.float64)[:, :n_features]  # [G, D]
         X = adata.layers[layer] if layer is not None else adata.X
-        gene_map = cls(np.asarray(pcs, dtype=np.float32), column_means(X).astype(np.float32), names)
+        states = np.asarray(adata.obsm[obsm_key], dtype=np.float64)  # [n, D]
+        centre = column_means(X) - states.mean(0) @ loadings.T  # [G]
+        gene_map = cls(loadings.astype(np.float32), centre.astype(np.float32), names)
         error = gene_map.mismatch(adata, obsm_key=obsm_key, layer=layer)
         if error > TOLERANCE:
             warnings.warn(
                 f"adata.varm['PCs'] does not reproduce adata.obsm[{obsm_key!r}] (median relative error {error:.2g}): "
-                "the loadings seem to belong to another PCA, and generated states mapped to genes with them would be "
-                "wrong. Recompute both with sc.pp.pca.",
+                "the loadings seem to belong to another PCA (or another layer than layer=), and generated states "
+                "mapped to genes with them would be wrong. Recompute both with sc.pp.pca.",
                 ScflowlmWarning,
                 stacklevel=4,
             )

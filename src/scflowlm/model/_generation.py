@@ -16,8 +16,7 @@ from anndata.utils import make_index_unique
 
 from scflowlm._constants import PATH_OBSM, PROMPT_COL, SEEN_COL, SOURCE_OBSM, UNS_KEY
 from scflowlm._warnings import ScflowlmWarning
-
-from ._conditions import as_condition_list
+from scflowlm.data import as_condition_list
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping, Sequence
@@ -41,6 +40,8 @@ def _check_count(name: str, value: Any, *, allow_none: bool = False, minimum: in
         return
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
+    if value >= 2**63:
+        raise ValueError(f"{name} must be below 2**63 (a 64-bit integer), got {value!r}.")
 
 
 def _check_memory(n_cells: int, n_values: int) -> None:
@@ -164,6 +165,7 @@ class GenerationMixin:
         :meth:`predict_perturbation` does; each condition gets its own seed drawn from ``seed``.
         """
         _check_count("n_cells", n_cells)
+        _check_count("seed", seed, allow_none=True, minimum=0)
         rng = np.random.default_rng(seed)
         table = self.condition_table
         if self.adata is not None:
@@ -239,6 +241,8 @@ class GenerationMixin:
         requests: dict[tuple, _Request] = {}
         x0s, obs_parts, start = [], [], 0
         controls = None  # positions of the registered control cells, found once for all conditions
+        if source is None:
+            _check_memory(n_cells * len(conditions), self._values_per_cell())
         if source is None and self.adata is not None:
             controls = np.nonzero(self._cell_is_control())[0]
         for cond in conditions:
@@ -251,8 +255,8 @@ class GenerationMixin:
             missing = [f for f in fields if f not in cond and f not in obs.columns]
             if missing:
                 raise KeyError(f"Field(s) {missing} are neither in the condition nor in the source obs.")
-            for f, v in cond.items():
-                obs[f] = [v] * len(obs)
+            for f, v in cond.items():  # typed as registered: {"dose": 1.0} on an int column writes 1
+                obs[f] = [self.condition_table.typed(f, v)[0]] * len(obs)
             for i, row in enumerate(obs[fields].to_dict("records")):
                 key = (len(x0s), tuple(map(str, row.values())))
                 if key not in requests:
@@ -301,6 +305,15 @@ class GenerationMixin:
             **kwargs,
         ).numpy()  # [n, D] or [n, N, D]
         states = out[:, -1] if return_path else out
+        bad = ~np.isfinite(states).all(1)
+        if bad.any():
+            warnings.warn(
+                f"{int(bad.sum())} of {len(states)} predicted cells have NaN or infinite states: the model's weights "
+                "or its start states are not usable (a diverged training run, or source cells far outside the "
+                "training data). Check model.history and the source cells.",
+                ScflowlmWarning,
+                stacklevel=3,
+            )
         X, var = self.gene_map.to_genes(states)
         obs = obs.copy()
         obs.index = make_index_unique(pd.Index(obs.index.astype(str)))

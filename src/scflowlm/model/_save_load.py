@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from scflowlm._version import scflowlm_version
+
 from ._gene_map import TOLERANCE
 
 if TYPE_CHECKING:
@@ -26,7 +28,10 @@ def _unreadable(err: BaseException) -> bool:
     ):
         return True
     if isinstance(err, RuntimeError):
-        return "PytorchStreamReader" in str(err) or "zip archive" in str(err)
+        text = str(err)
+        return any(
+            s in text for s in ("PytorchStreamReader", "zip archive", "Error(s) in loading state_dict")
+        )
     if isinstance(err, ValueError):
         return str(err).startswith("Failed to load model file")
     return (
@@ -52,6 +57,11 @@ class SaveLoadMixin:
         path = os.fspath(dir_path)
         model_file = os.path.join(path, f"{prefix or ''}model.pt")
         if kwargs.get("backup_url") is None:
+            if os.path.isfile(path):
+                raise NotADirectoryError(
+                    f"{path!r} is a file; pass the folder that holds it (the one given to save()): "
+                    f"{cls.__name__}.load({os.path.dirname(path) or '.'!r}, adata)."
+                )
             if not os.path.isdir(path):
                 raise FileNotFoundError(f"No saved model at {path!r}: the directory does not exist.")
             if not os.path.isfile(model_file):
@@ -64,6 +74,13 @@ class SaveLoadMixin:
                 # scvi-tools only warns about other genes; they are an error below
                 warnings.filterwarnings("ignore", message=r".?var_names.? for the loaded")
                 model = super().load(path, adata=adata, prefix=prefix, **kwargs)
+        except TypeError as err:
+            if "unexpected keyword argument" not in str(err):
+                raise
+            raise ValueError(
+                f"The model in {path!r} was saved by a newer scflowlm than this one ({scflowlm_version()}): {err}. "
+                "Upgrade scflowlm to load it."
+            ) from err
         except (
             pickle.UnpicklingError,
             EOFError,
@@ -79,9 +96,29 @@ class SaveLoadMixin:
                 f"The saved model in {path!r} cannot be read: it is corrupt, incomplete or not a {cls.__name__} "
                 f"save ({type(err).__name__}: {err})."
             ) from err
+        model._check_saved_state(path)
         if adata is not None and adata is not False:
             model._check_loaded_anndata(adata)
         return model
+
+    def _check_saved_state(self, path: str) -> None:
+        """Refuse a save whose weights are not finite or whose gene map is incomplete (a ValueError naming it)."""
+        bad = [
+            k for k, v in self.module.state_dict().items() if v.is_floating_point() and not v.isfinite().all()
+        ]
+        if bad:
+            raise ValueError(
+                f"The saved model in {path!r} has NaN or infinite weights in {len(bad)} tensor(s) ({bad[:3]}): it "
+                "was saved after training diverged, or the file is damaged. Train again (a lower lr) or load an "
+                "earlier save."
+            )
+        parts = {"loadings_": self.loadings_, "gene_means_": self.gene_means_, "var_names_": self.var_names_}
+        if self.loadings_ is not None and any(v is None for v in parts.values()):
+            missing = [k for k, v in parts.items() if v is None]
+            raise ValueError(
+                f"The saved model in {path!r} is incomplete: its attributes lack {missing}, which map generated "
+                "states to genes. Save the model again with this scflowlm."
+            )
 
     def _check_loaded_anndata(self, adata: ad.AnnData) -> None:
         saved = self.var_names_

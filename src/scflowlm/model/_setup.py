@@ -13,10 +13,8 @@ from scvi.data.fields import CategoricalJointObsField, ObsmField
 
 from scflowlm._constants import PROMPT_COL, REGISTRY_KEYS, SEEN_COL, UNS_KEY
 from scflowlm._warnings import ScflowlmWarning
-from scflowlm.data import PromptBuilder, same_value
+from scflowlm.data import PromptBuilder, coerce_value, match_value, same_value
 from scflowlm.train._runner import quiet_loggers
-
-from ._conditions import match_value
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -81,6 +79,13 @@ def _check_states(adata: ad.AnnData, obsm_key: str, layer: str | None) -> None:
     if not np.all(np.isfinite(coords)):
         bad = int((~np.isfinite(coords)).any(1).sum())
         raise ValueError(f"adata.obsm[{obsm_key!r}] has NaN or infinite values in {bad} cells.")
+    too_large = np.abs(coords) >= np.finfo(np.float32).max  # the model computes in float32
+    if too_large.any():
+        raise ValueError(
+            f"adata.obsm[{obsm_key!r}] has values beyond float32's range (|x| up to {np.abs(coords).max():.3g}) in "
+            f"{int(too_large.any(1).sum())} cells; the model computes in float32. Use coordinates of a usual scale, "
+            "e.g. a PCA of log-normalised expression (sc.pp.normalize_total, sc.pp.log1p, sc.pp.pca)."
+        )
     if layer is not None and layer not in adata.layers:
         raise KeyError(f"adata.layers[{layer!r}] is missing; layers are {list(adata.layers)}.")
     X = adata.layers[layer] if layer is not None else adata.X
@@ -133,8 +138,13 @@ def _check_distinct_prompts(adata: ad.AnnData, builder: PromptBuilder) -> None:
 def _check_controls(adata: ad.AnnData, perturbation_key: str | None, control_value: Any) -> None:
     if perturbation_key is None or control_value is None:
         return
-    values = pd.unique(adata.obs[perturbation_key])
-    if match_value(np.asarray(values), control_value) < 0:
+    values = np.asarray(pd.unique(adata.obs[perturbation_key]))
+    if coerce_value(values, control_value) is None:  # "ctrl" for a boolean or numeric column
+        raise ValueError(
+            f"control_value={control_value!r} cannot be a value of obs[{perturbation_key!r}], a column of "
+            f"{values.dtype} values ({values[:5].tolist()}); pass control_value= as one of them."
+        )
+    if match_value(values, control_value) < 0:
         warnings.warn(
             f"No cell has obs[{perturbation_key!r}] == {control_value!r} (values: {list(values[:5])}); "
             "there are no control cells.",

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 
 from scflowlm._constants import PROMPT_COL, REGISTRY_KEYS, SEEN_COL
-from scflowlm.data import same_value
+from scflowlm.data import match_mask
 
 from ._generation import _check_memory
 
@@ -26,6 +26,14 @@ class SourceMixin:
         conditions (``source=None``).
         """
         if isinstance(source, ad.AnnData):
+            if source.n_obs == 0:
+                raise ValueError("The source AnnData has no cells; pass the control cells to perturb.")
+            if source.obs.index.inferred_type not in ("string", "empty"):
+                raise ValueError(
+                    f"The source AnnData's obs index holds {source.obs.index.inferred_type} labels (as after "
+                    "source.obs.index = pd.RangeIndex(...)), which anndata refuses; give its cells string names "
+                    "first: source.obs_names = source.obs_names.astype(str)."
+                )
             obs = source.obs.copy()
             states = self._project(source)
         else:
@@ -54,9 +62,7 @@ class SourceMixin:
             hit = np.ones(len(controls), dtype=bool)  # among the control cells: those of the context
             for k in self.context_keys:
                 if k in condition:
-                    values = obs[k].iloc[controls]
-                    same = {u for u in pd.unique(values) if same_value(u, condition[k])}
-                    hit &= values.isin(same).to_numpy()
+                    hit &= match_mask(obs[k].iloc[controls], condition[k])
             if not hit.any():
                 ctx = {k: condition.get(k) for k in self.context_keys}
                 raise ValueError(

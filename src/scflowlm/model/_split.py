@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from scflowlm.data import same_value
+from scflowlm.data import match_mask
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -57,9 +57,7 @@ def holdout_mask(
             raise KeyError(f"holdout condition {dict(cond)} names unknown obs column(s) {unknown}.")
         hit = np.ones(len(obs), dtype=bool)
         for k, v in cond.items():
-            values = pd.unique(obs[k])
-            same = {u for u in values if same_value(u, v)}
-            hit &= obs[k].isin(same).to_numpy()
+            hit &= match_mask(obs[k], v)
         if not hit.any():
             raise ValueError(f"holdout condition {dict(cond)} matches no cell.")
         mask |= hit

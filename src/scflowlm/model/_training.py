@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import numbers
 import os
 import signal
 import threading
@@ -18,6 +20,7 @@ from scflowlm.train import (
     ExceptionRecorder,
     FlowTrainRunner,
     LastCheckpoint,
+    check_checkpoint,
     quiet_training,
 )
 
@@ -146,6 +149,10 @@ class TrainingMixin:
             raise FileNotFoundError(
                 f"ckpt_path {str(ckpt_path)!r} is not a file (a Lightning .ckpt checkpoint)."
             )
+        if ema_decay is not None and (
+            isinstance(ema_decay, bool) or not isinstance(ema_decay, numbers.Real) or not 0 < ema_decay < 1
+        ):
+            raise ValueError(f"ema_decay must be a number in (0, 1) (e.g. 0.999) or None, got {ema_decay!r}.")
         distributed = use_distributed_sampler(trainer_kwargs.get("strategy"))
         seed = scvi.settings.seed
         if seed is None and distributed:
@@ -168,9 +175,20 @@ class TrainingMixin:
             # the splitter wants every cell placed
             splitter_test = np.sort(np.concatenate([test_idx, dropped]))
         if len(fit_idx) < batch_size:
+            excluded = ""
+            if len(fit_idx) < len(train_idx):
+                excluded = (
+                    f" ({len(train_idx) - len(fit_idx)} control cells are not flows to learn with "
+                    "control_targets=False, the default: they are the sources; build the model with "
+                    "control_targets=True to train on them too)"
+                )
             raise ValueError(
-                f"batch_size={batch_size} is larger than the {len(fit_idx)} training cells; pass a smaller batch_size."
+                f"batch_size={batch_size} is larger than the {len(fit_idx)} training cells{excluded}; pass a smaller "
+                "batch_size."
             )
+        record = self._data_record(train_idx)
+        if ckpt_path is not None:
+            check_checkpoint(ckpt_path, self.module, record)
         self._prepare_module(train_idx)  # standardisation and control pool from every training cell
         self.train_conditions_ = sorted(set(self._cell_conditions()[train_idx].tolist()))
         self._before_training(train_idx)
@@ -193,7 +211,7 @@ class TrainingMixin:
             "weight_decay": weight_decay,
             "optimizer": "AdamW",
         } | (plan_kwargs or {})
-        plan = self._training_plan_cls(self.module, **plan_kwargs)
+        plan = self._training_plan_cls(self.module, data_record=record, **plan_kwargs)
         if early_stopping:
             trainer_kwargs.setdefault("early_stopping", True)
             trainer_kwargs.setdefault("early_stopping_monitor", "elbo_validation")
@@ -226,6 +244,18 @@ class TrainingMixin:
             **trainer_kwargs,
         )
         self.test_indices = test_idx  # the held-out cells (the splitter's test set may hold unused controls)
+
+    def _data_record(self, train_idx: np.ndarray) -> dict[str, str]:
+        """What identifies this training run's data (checked when a checkpoint resumes it)."""
+
+        def digest(text: str | bytes) -> str:
+            return hashlib.sha1(text.encode() if isinstance(text, str) else text).hexdigest()
+
+        return {
+            "cells": digest("\0".join(self.adata.obs_names.astype(str))),
+            "conditions": digest(self.conditions.to_csv()),
+            "training cells": digest(np.asarray(train_idx, dtype=np.int64).tobytes()),
+        }
 
     def _before_training(self, train_idx: np.ndarray) -> None:
         """Hook: what a subclass derives from the training cells (default: nothing)."""

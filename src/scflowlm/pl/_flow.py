@@ -21,6 +21,11 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 
+def _conditions(adata: AnnData, keys: list[str]) -> list[dict]:
+    """The distinct conditions of a prediction (for messages)."""
+    return adata.obs[keys].astype(str).drop_duplicates().to_dict("records")[:5] if keys else []
+
+
 @doc_params()
 def flow(
     adata_real: AnnData,
@@ -87,13 +92,28 @@ def flow(
             real_mask |= _filter(adata_real, c)
         pred_mask = np.ones(adata_pred.n_obs, dtype=bool)
     else:
-        real_mask, pred_mask = _filter(adata_real, condition), _filter(adata_pred, condition)
+        real_mask = _filter(adata_real, condition, other=adata_pred)
+        pred_mask = _filter(adata_pred, condition, other=adata_real)
+    if rep not in adata_real.obsm:
+        msg = f"adata_real.obsm[{rep!r}] is missing: pass the AnnData the model was set up with, or rep="
+        raise KeyError(msg)
+    if not pred_mask.any():
+        msg = f"no predicted cell matches {condition}; the prediction's conditions: {_conditions(adata_pred, keys)}"
+        raise ValueError(msg)
+    if not real_mask.any():
+        msg = (
+            f"no real cell matches {condition or 'the predicted conditions'}: nothing to draw the paths over"
+        )
+        raise ValueError(msg)
     rng = _rng(seed)
     real = _dense(adata_real.obsm[rep])[real_mask]
     real = real[_subsample_idx(len(real), max_cells, rng)]  # (n_real, D)
     paths = np.asarray(adata_pred.obsm[PATH_OBSM])[pred_mask]  # (n, T, D)
     paths = paths[_subsample_idx(len(paths), n_paths, rng)]  # (p, T, D)
     p, T, D = paths.shape
+    if D < 2 or real.shape[1] < 2:
+        msg = f"the states have {min(D, real.shape[1])} coordinate(s); a 2-D plot of paths needs at least two"
+        raise ValueError(msg)
     if basis == "umap":
         real2, flat = joint_embedding(real, paths.reshape(p * T, D), space="umap", n_components=2, seed=seed)
         paths2, labels = flat.reshape(p, T, 2), ("UMAP1", "UMAP2")

@@ -25,9 +25,18 @@ if TYPE_CHECKING:
 COLORS = {"real": "#ff7f0e", "generated": "#1f77b4", "source": "#9e9e9e"}
 
 
-def _filter(adata: AnnData, condition: Mapping[str, Any] | None) -> np.ndarray:
+def _filter(
+    adata: AnnData, condition: Mapping[str, Any] | None, *, other: AnnData | None = None
+) -> np.ndarray:
+    """Cells of ``adata`` matching ``condition``; a key in neither ``adata`` nor ``other`` is a KeyError (a typo)."""
     if not condition:
         return np.ones(adata.n_obs, dtype=bool)
+    unknown = [
+        k for k in condition if k not in adata.obs.columns and (other is None or k not in other.obs.columns)
+    ]
+    if unknown:
+        msg = f"condition key(s) {unknown} are not obs columns; columns: {list(adata.obs.columns)[:10]}"
+        raise KeyError(msg)
     return _match_mask(adata.obs, {k: v for k, v in condition.items() if k in adata.obs.columns})
 
 
@@ -60,7 +69,8 @@ def umap_overlap(
     adata_real, adata_pred
         Real and generated cells.
     condition
-        ``{obs key: value}`` that filters both (keys absent from one of them are ignored for it).
+        ``{obs key: value}`` that filters both (keys absent from one of them are ignored for it; a key in neither
+        raises a KeyError).
     source
         Source cells drawn in grey: AnnData (PCA coordinates as above, not filtered by ``condition``), an array
         in the PCA space, or True for ``adata_pred.obsm["X_source"]`` (filtered with the generated cells).
@@ -85,7 +95,10 @@ def umap_overlap(
     """
     col = COLORS | dict(colors or {})
     pr, pp = _pca_coords(adata_real, adata_pred, rep=rep)  # (n_real, k), (n_pred, k)
-    mr, mp = _filter(adata_real, condition), _filter(adata_pred, condition)
+    mr, mp = (
+        _filter(adata_real, condition, other=adata_pred),
+        _filter(adata_pred, condition, other=adata_real),
+    )
     if not mr.any() or not mp.any():
         msg = f"no real ({mr.sum()}) or no generated ({mp.sum()}) cells for {condition}"
         raise ValueError(msg)

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from ..metrics._utils import _dense
-from ._utils import _match_mask, _resolve_keys
+from ._utils import _check_keys, _match_mask, _resolve_keys
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -81,6 +81,9 @@ def to_cell_eval(
     ... )
     """
     preds = [adata_pred] if isinstance(adata_pred, ad.AnnData) else list(adata_pred)
+    if not preds:
+        msg = "adata_pred is an empty list: pass a prediction (or several)"
+        raise ValueError(msg)
     keys, pkey, ctrl = _resolve_keys(
         *preds,
         adata_real,
@@ -89,7 +92,13 @@ def to_cell_eval(
         control_value=control_value,
     )
     genes = list(adata_real.var_names)
+    if not adata_real.var_names.is_unique:
+        dup = adata_real.var_names[adata_real.var_names.duplicated()].unique()[:5].tolist()
+        msg = f"adata_real has duplicate gene names ({dup}); cell-eval needs unique ones: call var_names_make_unique() on the real data before setup and prediction"
+        raise ValueError(msg)
+    _check_keys(adata_real, keys, "adata_real")
     for i, p in enumerate(preds):
+        _check_keys(p, keys, f"adata_pred[{i}]" if len(preds) > 1 else "adata_pred")
         if list(p.var_names) != genes:
             msg = f"prediction {i} has other genes than adata_real (or another order); subset both to the same genes"
             raise ValueError(msg)

@@ -11,6 +11,7 @@ import pandas as pd
 
 from .._constants import EVALUATE_KEY, UNS_KEY
 from .._docs import doc_params
+from ..data import same_value
 from ..metrics import (
     adaptive_mmd,
     edistance,
@@ -258,11 +259,12 @@ def evaluate(
         msg = "adata_real and adata_pred must have the same var_names (same order)"
         raise ValueError(msg)
     context_keys = [k for k in keys if k != perturbation_key]
-    if conditions is None:
-        real_set = {tuple(c.values()) for c in _conditions_in(adata_real.obs, keys)}
-        conditions = [c for c in _conditions_in(adata_pred.obs, keys) if tuple(c.values()) in real_set]
+    if (
+        conditions is None
+    ):  # every predicted condition with real cells (values compared by the columns' types)
+        conditions = [c for c in _conditions_in(adata_pred.obs, keys) if _match_mask(adata_real.obs, c).any()]
         if not include_controls:
-            conditions = [c for c in conditions if str(c[perturbation_key]) != str(control_value)]
+            conditions = [c for c in conditions if not same_value(c[perturbation_key], control_value)]
     conditions = [{k: str(c[k]) for k in keys} for c in conditions]
 
     pca_real = pca_pred = None
@@ -285,9 +287,9 @@ def evaluate(
         row: dict[str, Any] = dict(cond) | {"n_real": int(m_real.sum()), "n_pred": int(m_pred.sum())}
         if row["n_real"] and row["n_pred"]:
             ctrl = _match_mask(
-                adata_real.obs, {k: cond[k] for k in context_keys} | {perturbation_key: str(control_value)}
+                adata_real.obs, {k: cond[k] for k in context_keys} | {perturbation_key: control_value}
             )
-            is_control = cond[perturbation_key] == str(control_value)
+            is_control = same_value(cond[perturbation_key], control_value)
             cells = _Condition(m_real, m_pred, ctrl if not is_control and ctrl.sum() >= 2 else None)
             if any(m in CORRELATION_METRICS for m in wanted):
                 row |= _correlations(

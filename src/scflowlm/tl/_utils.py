@@ -8,6 +8,7 @@ import numpy as np
 from anndata import AnnData
 
 from .._constants import UNS_KEY
+from ..data import match_mask
 from ..metrics._utils import _dense
 
 if TYPE_CHECKING:
@@ -31,13 +32,17 @@ def _as_array(x: AnnData | np.ndarray, rep: str | None = None) -> np.ndarray:
 
 
 def _match_mask(obs: pd.DataFrame, condition: Mapping[str, Any]) -> np.ndarray:
-    """Boolean mask of the rows of ``obs`` whose columns equal every value of ``condition``."""
+    """Boolean mask of the rows of ``obs`` whose columns equal every value of ``condition``.
+
+    Values are compared by the column's type (:func:`scflowlm.data.match_mask`): ``1``, ``1.0`` and ``"1"`` find
+    the same cells of an integer or float column.
+    """
     mask = np.ones(len(obs), dtype=bool)
     for key, value in condition.items():
         if key not in obs.columns:
             msg = f"obs has no column {key!r}"
             raise KeyError(msg)
-        mask &= (obs[key].astype(str) == str(value)).to_numpy()
+        mask &= match_mask(obs[key], value)
     return mask
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ._callbacks import BestWeights, EMAWeights, ExceptionRecorder, LastCheckpoint
+from ._checkpoint import check_checkpoint
 from ._plan import FlowTrainingPlan, NonFiniteLossError
 from ._runner import FlowTrainRunner, quiet_training
 
@@ -13,6 +14,7 @@ __all__ = [
     "FlowTrainRunner",
     "FlowTrainingPlan",
     "LastCheckpoint",
+    "check_checkpoint",
     "NonFiniteLossError",
     "quiet_training",
 ]

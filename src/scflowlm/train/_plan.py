@@ -7,6 +7,8 @@ import math
 import torch
 from scvi.train import TrainingPlan
 
+from ._checkpoint import DATA_KEY
+
 __all__ = ["FlowTrainingPlan", "NonFiniteLossError"]
 
 
@@ -28,16 +30,32 @@ class FlowTrainingPlan(TrainingPlan):
         Fraction of all optimisation steps spent warming the learning rate up from 0.
     min_lr_ratio
         Final learning rate as a fraction of ``lr``.
+    data_record
+        What identifies the training data, written into every Lightning checkpoint (see
+        :func:`~scflowlm.train.check_checkpoint`), so that a resumed run can be checked against it.
     **kwargs
         Passed to :class:`~scvi.train.TrainingPlan` (``lr``, ``weight_decay``, ``optimizer``, loss kwargs).
     """
 
-    def __init__(self, module, *, warmup_fraction: float = 0.05, min_lr_ratio: float = 0.05, **kwargs):
+    def __init__(
+        self,
+        module,
+        *,
+        warmup_fraction: float = 0.05,
+        min_lr_ratio: float = 0.05,
+        data_record: dict | None = None,
+        **kwargs,
+    ):
         kwargs.setdefault("n_epochs_kl_warmup", None)
         kwargs.setdefault("n_steps_kl_warmup", None)
         super().__init__(module, **kwargs)
         self.warmup_fraction = warmup_fraction
         self.min_lr_ratio = min_lr_ratio
+        self.data_record = dict(data_record or {})
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Record what identifies the training data in the checkpoint (read back on resume)."""
+        checkpoint[DATA_KEY] = self.data_record
 
     def training_step(self, batch, batch_idx):
         """One optimisation step; raises :class:`NonFiniteLossError` on a NaN or infinite loss."""
