@@ -55,6 +55,8 @@ autodoc_member_order = "bysource"
 _FOREIGN_BASES = [  # scvi-tools, Lightning, torch and builtin bases whose members are not documented here
     "BaseModelClass",
     "BaseModuleClass",
+    "DataSplitter",
+    "LightningDataModule",
     "TrainingPlan",
     "LightningModule",
     "_DeviceDtypeModuleMixin",

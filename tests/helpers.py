@@ -77,3 +77,31 @@ def quiet_train(model, **kwargs):
         warnings.simplefilter("ignore")
         model.train(**kwargs)
     return model
+
+
+def flow_data(
+    n_features: int = 6, *, n_conditions: int = 2, controls=None, pool=None, pool_context=None, **extra
+):
+    """A :class:`~scflowlm.module.FlowData` for module tests: one field with ``n_conditions`` values, one context.
+
+    ``controls``: which conditions are controls; ``pool`` / ``pool_context``: raw control states and their
+    contexts (default: none); ``extra``: prompts or covariates and any field to override.
+    """
+    from scflowlm.module import FlowData
+
+    pool = torch.zeros(0, n_features) if pool is None else pool
+    n_contexts = 1 if pool_context is None else int(pool_context.max()) + 1
+    fields = {
+        "condition_codes": torch.arange(n_conditions).view(-1, 1),
+        "n_categories": [n_conditions],
+        "condition_is_control": torch.tensor(controls or [False] * n_conditions),
+        "context_codes": torch.arange(n_contexts).view(-1, 1),
+        "n_context_categories": [n_contexts],
+        "x_mean": torch.zeros(n_features),
+        "x_scale": torch.tensor(1.0),
+        "control_x": pool,
+        "control_context": torch.zeros(len(pool), dtype=torch.long) if pool_context is None else pool_context,
+        "condition_means": torch.zeros(n_conditions, n_features, dtype=torch.float64),
+        "condition_shift": torch.zeros(n_conditions, n_features),
+    }
+    return FlowData(**(fields | extra))

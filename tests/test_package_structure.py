@@ -82,3 +82,44 @@ def test_no_source_file_is_too_long_to_read_at_once():
         if (n := len(p.read_text().splitlines())) > 400
     }
     assert not long, f"files over 400 lines: {long}"
+
+
+def _imports(path: Path, src: Path) -> list[tuple[str, list[str]]]:
+    """(absolute module, imported names) of every ``from ... import`` of a source file under ``src``."""
+    package = ["scflowlm", *path.relative_to(src).parent.parts]
+    out = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            base = package[: len(package) - node.level + 1] if node.level else []
+            module = ".".join([*base, *([node.module] if node.module else [])])
+            out.append((module, [a.name for a in node.names]))
+    return out
+
+
+def cross_package_private_imports(src: Path = SRC) -> list[str]:
+    """Imports that reach into another subpackage's private modules or names.
+
+    A subpackage (``tl``, ``pl``, ``model``, ...) may import another's public names only. Package-level private
+    modules (``scflowlm._utils``, ``scflowlm._constants``, ...) exist to be shared; their names are public.
+    """
+    bad = []
+    for path in sorted(src.rglob("*.py")):
+        rel = path.relative_to(src)
+        own = rel.parts[0] if len(rel.parts) > 1 else None
+        for module, names in _imports(path, src):
+            parts = module.split(".")
+            if parts[0] != "scflowlm" or len(parts) < 2 or parts[1] == own:
+                continue
+            shared = parts[1].startswith("_")  # a package-level private module
+            private = [n for n in names if n.startswith("_")]
+            if not shared:
+                private += [p for p in parts[2:] if p.startswith("_")]
+            if private:
+                bad.append(f"{rel.as_posix()}: from {module} import {', '.join(names)}")
+    return bad
+
+
+def test_only_public_names_cross_subpackage_borders():
+    """A subpackage imports another's public names; what several share lives in scflowlm._utils."""
+    bad = cross_package_private_imports()
+    assert not bad, "imports of another subpackage's private names:\n" + "\n".join(bad)

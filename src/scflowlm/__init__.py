@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import baselines, data, metrics, model, module, nn, pl, tl, train
+from . import data, metrics, model, module, nn, pl, tl, train
 from ._version import scflowlm_version
 from ._warnings import ScflowlmWarning
 from .model import CaLMFlowModel
@@ -12,7 +12,6 @@ __version__ = scflowlm_version()
 __all__ = [
     "CaLMFlowModel",
     "ScflowlmWarning",
-    "baselines",
     "data",
     "metrics",
     "model",

@@ -25,7 +25,7 @@ Head start of control-source flows (ignored for noise). ``"none"``: a flow start
 :func:`scflowlm.tl.baseline_nearest_context` does (the shift of the same perturbation in the most similar
 other context; for an unseen combination, the sum of its singles) from the training cells, never from the
 condition's own cells: training conditions get the estimate they would get if held out, and the flow learns
-to correct it. The estimates live in ``condition_means_`` (saved with the model)."""
+to correct it. They are made from the mean states of the training conditions, ``module.condition_means`` (saved with the model)."""
 
 DOC_SHIFT_TRAINING = """\
 Where training flows start with a head start: ``"held_out"``, at the estimate each training condition would get
@@ -87,12 +87,46 @@ ax
     + DOC_SHOW
 )
 
+DOC_TRAIN_NOTES = """\
+Sets ``is_trained_``, ``history_`` (see :attr:`history`), ``train_conditions_`` and
+``train_indices_``/``validation_indices_``/``test_indices_`` (the held-out cells). The module's statistics, control
+pool and head starts are rebuilt from the training cells when training starts (:meth:`_module_data`).
+
+A non-finite training loss stops training with :class:`~scflowlm.train.NonFiniteLossError` (naming the epoch, step
+and batch). ``KeyboardInterrupt`` (Ctrl+C, a notebook's stop button) ends training with the best weights so far
+loaded (``keep_best``) and is raised again after the model is usable.
+
+*Reproducibility.* With ``scvi.settings.seed = s`` set before the model is built, the same data and settings give
+identical weights and predictions on CPU (the split, initialisation, minibatch order and sampling all follow the
+seed). On GPU, some CUDA kernels (attention backward passes, atomics in scatter/index ops, flash attention, bf16
+reductions) are non-deterministic: runs agree closely, not bit for bit; for bitwise GPU reproducibility also call
+``torch.use_deterministic_algorithms(True)``, set ``CUBLAS_WORKSPACE_CONFIG=:4096:8`` and use
+``attn_implementation="eager"``, at a speed cost.
+
+*Several devices.* Distribution is Lightning's: ``model.train(strategy="ddp", devices=4, accelerator="gpu")`` trains
+on 4 GPUs with one process each (``batch_size`` is per device). Run it from a script, not a notebook (there,
+``strategy="ddp_notebook"``). Only rank 0 should save the model (``if model.trainer.is_global_zero:
+model.save(...)``). See the docs' "Large data" page.
+
+*Classes.* The split is the model's ``_data_splitter_cls`` (:class:`~scflowlm.model.HoldoutSplitter`), the
+Lightning module its ``_training_plan_cls`` (:class:`~scflowlm.train.FlowTrainingPlan`) and the runner its
+``_train_runner_cls`` (:class:`~scflowlm.train.FlowTrainRunner`): a subclass swaps one by setting the attribute."""
+
+DOC_TRAINER_KWARGS = """\
+Passed to the Lightning trainer through the runner: ``accelerator`` and ``devices`` (default ``"auto"``),
+``precision="bf16-mixed"``, ``strategy="ddp"`` (see Notes), ``gradient_clip_val`` (default 1.0),
+``early_stopping=True`` (stop when the validation loss stops improving), ``callbacks``,
+``enable_progress_bar``, ...; ``datasplitter_kwargs`` (a dict for the splitter) and ``plan_kwargs`` (a dict of
+:class:`~scflowlm.train.FlowTrainingPlan` arguments, e.g. ``warmup_fraction``)."""
+
 #: every shared fragment, by the name used in ``%(name)s`` placeholders
 FRAGMENTS = {
     "source": DOC_SOURCE,
     "start_shift": DOC_START_SHIFT,
     "shift_training": DOC_SHIFT_TRAINING,
     "control_targets": DOC_CONTROL_TARGETS,
+    "train_notes": DOC_TRAIN_NOTES,
+    "trainer_kwargs": DOC_TRAINER_KWARGS,
     "baseline_keys": DOC_BASELINE_KEYS,
     "baseline_common": DOC_BASELINE_COMMON,
     "baseline_returns": DOC_BASELINE_RETURNS,

@@ -262,7 +262,7 @@ def _drop_weight(c):
 
 
 def _reshape_weight(c):
-    key = next(k for k, v in c["model_state_dict"].items() if v.dim() == 2)
+    key = next(k for k, v in c["model_state_dict"].items() if k.endswith("weight") and v.dim() == 2)
     c["model_state_dict"][key] = c["model_state_dict"][key][:, :1]
 
 

@@ -15,12 +15,12 @@ import pytest
 import scipy.sparse as sp
 import scvi
 import torch
-from helpers import HOLDOUT, quiet_train, setup, small_model
+from helpers import HOLDOUT, quiet_train, setup, small_model, tiny_config
 from lightning.pytorch.callbacks import Callback
 
 import scflowlm
 from scflowlm import CaLMFlowModel
-from scflowlm.model._setup import column_means
+from scflowlm._utils import column_mean
 from scflowlm.train import NonFiniteLossError
 
 
@@ -245,7 +245,7 @@ def test_train_from_backed_anndata(tmp_path):
     assert adata.isbacked
     assert not isinstance(adata.X, np.ndarray | sp.spmatrix)
     np.testing.assert_allclose(model.gene_means_, mem.X.mean(0), rtol=1e-5)
-    np.testing.assert_allclose(column_means(adata.X, chunk=7), mem.X.mean(0), rtol=1e-5)
+    np.testing.assert_allclose(column_mean(adata.X, chunk=7), mem.X.mean(0), rtol=1e-5)
     pred = model.predict_perturbation(HOLDOUT, n_cells=5, seed=0)
     assert pred.shape == (5, mem.n_vars)
     assert np.isfinite(pred.X).all()
@@ -397,3 +397,30 @@ def test_resume_refuses_a_file_that_is_no_checkpoint(tmp_path):
     text.write_text("not a checkpoint")
     with pytest.raises(ValueError, match=r"is not a Lightning checkpoint .*last.ckpt"):
         _resume(small_model(setup(data())), text)
+
+
+def test_a_subclass_swaps_the_splitter_class():
+    """train() wires classes together: a new split is one class set as _data_splitter_cls, not an edit of train."""
+    from scflowlm.model import HoldoutSplitter
+
+    class TrainOnEverything(HoldoutSplitter):
+        def __init__(self, adata_manager, **kwargs):
+            super().__init__(adata_manager, **(kwargs | {"validation_size": 0.0}))
+
+    class Model(CaLMFlowModel):
+        _data_splitter_cls = TrainOnEverything
+
+    adata = data()
+    Model.setup_anndata(
+        adata,
+        prompt_template="Generate a {cell_type} cell stimulated with {condition}:",
+        perturbation_key="condition",
+        control_value="control",
+    )
+    model = Model(
+        adata, n_time_points=4, n_space_tokens=2, backbone=tiny_config(), n_latent=8, source="noise"
+    )
+    train(model, holdout=[HOLDOUT])
+    assert len(model.validation_indices_) == 0
+    assert len(model.train_indices_) == 96 - 8  # every cell but the held-out ones trains
+    assert "validation_loss" not in model.history

@@ -2,23 +2,22 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import tiny_config
+from helpers import flow_data, tiny_config
 from transformers import GPTNeoXModel
 
 from scflowlm._constants import REGISTRY_KEYS
 from scflowlm.module import CaLMFlowModule
 
+IDS = torch.tensor([[0, 3, 4, 5], [6, 7, 8, 9]])  # two prompts, the first left-padded
+MASK = torch.tensor([[0, 1, 1, 1], [1, 1, 1, 1]])
 
-def make_module(**kwargs):
+
+def make_module(data=None, **kwargs):
+    """Two conditions of one field (two prompts), one context."""
     torch.manual_seed(0)
     kw = {"n_time_points": 5, "n_space_tokens": 2, "n_trajectories": 1, "n_latent": 4} | kwargs
-    module = CaLMFlowModule(GPTNeoXModel(tiny_config()), 6, **kw)
-    ids = torch.tensor([[0, 3, 4, 5], [6, 7, 8, 9]])  # two prompts, the first left-padded
-    mask = torch.tensor([[0, 1, 1, 1], [1, 1, 1, 1]])
-    module.set_prompts(ids, mask)
-    module.set_conditions(torch.tensor([[0], [1]]), [2], [False, False])  # one field with two values
-    module.set_contexts(torch.tensor([[0]]), [1])
-    return module.eval()
+    data = data or flow_data(prompt_ids=IDS, prompt_mask=MASK)
+    return CaLMFlowModule(GPTNeoXModel(tiny_config()), 6, data, **kw).eval()
 
 
 def batch(n=8):
@@ -68,11 +67,15 @@ def test_prompt_changes_generation():
 
 
 def test_control_source_pairs_within_context():
-    module = make_module(source="control")
-    module.set_standardization(torch.zeros(6), 1.0)
     pool = torch.cat([torch.zeros(4, 6), torch.full((4, 6), 10.0)])
-    module.set_control_pool(pool, torch.tensor([0] * 4 + [1] * 4))
-    module.set_conditions(torch.tensor([[0], [1]]), [2], [False, True])  # condition 1: the controls
+    data = flow_data(
+        controls=[False, True],  # condition 1: the controls
+        pool=pool,
+        pool_context=torch.tensor([0] * 4 + [1] * 4),
+        prompt_ids=IDS,
+        prompt_mask=MASK,
+    )
+    module = make_module(data, source="control")
     x1 = torch.randn(6, 6)
     context = torch.tensor([0, 0, 1, 1, 0, 1])
     condition = torch.tensor([0, 0, 0, 0, 1, 1])
@@ -103,10 +106,9 @@ def test_sample_is_independent_of_batching_and_of_other_conditions():
 
 
 def test_prompt_dropout_uses_the_context_free_rows_in_training_only(monkeypatch):
-    module = make_module(prompt_dropout=0.9999)
     # full prompts, then context-free
     ids = torch.tensor([[0, 3, 4, 5], [6, 7, 8, 9], [0, 0, 3, 5], [0, 0, 6, 9]])
-    module.set_prompts(ids, (ids > 0).long())
+    module = make_module(flow_data(prompt_ids=ids, prompt_mask=(ids > 0).long()), prompt_dropout=0.9999)
     seen = []
     real = module._prompt_cache
     monkeypatch.setattr(module, "_prompt_cache", lambda p, m, r: seen.append(p.clone()) or real(p, m, r))
@@ -116,3 +118,32 @@ def test_prompt_dropout_uses_the_context_free_rows_in_training_only(monkeypatch)
     module.eval()
     module(batch())
     assert {tuple(r) for r in seen[-1].tolist()} == {(0, 3, 4, 5), (6, 7, 8, 9)}
+
+
+def test_state_dict_alone_round_trips_a_trained_module():
+    """Everything the module knows is in its state_dict: a fresh module of the same data object predicts the same."""
+    pool = torch.randn(8, 6)
+    data = flow_data(
+        controls=[False, True], pool=pool, prompt_ids=IDS, prompt_mask=MASK, x_mean=torch.ones(6)
+    )
+    trained = make_module(data, source="control").train()
+    optimizer = torch.optim.Adam(trained.parameters(), lr=1e-2)
+    for _ in range(3):
+        optimizer.zero_grad()
+        trained(batch())[2].loss.backward()
+        optimizer.step()
+    trained.eval()
+    state = {k: v.clone() for k, v in trained.state_dict().items()}
+    fresh = make_module(data, source="control")
+    fresh.load_state_dict(state)
+    rows, x0 = torch.tensor([0, 0, 1]), torch.randn(3, 6)
+    gens = [torch.Generator().manual_seed(0) for _ in range(2)]
+    expected = trained.sample(IDS, MASK, rows, x0=x0, generators=gens)
+    gens = [torch.Generator().manual_seed(0) for _ in range(2)]
+    torch.testing.assert_close(fresh.sample(IDS, MASK, rows, x0=x0, generators=gens), expected)
+    # the data itself travels: a module built from other data takes the saved statistics and control pool
+    other = make_module(flow_data(prompt_ids=IDS, prompt_mask=MASK, pool=torch.zeros(3, 6)), source="control")
+    other.load_state_dict(state)
+    torch.testing.assert_close(other.control_x, pool)
+    torch.testing.assert_close(other.x_mean, torch.ones(6))
+    assert other.condition_is_control.tolist() == [False, True]

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import flow_data
 
 from scflowlm._constants import REGISTRY_KEYS
 from scflowlm.module import CFMModule, ot_permutation, sinkhorn_pairing
@@ -22,12 +23,10 @@ def toy_batch(n: int, generator: torch.Generator | None = None) -> dict[str, tor
     }
 
 
-def make_module(flow: str = "ot", **kwargs) -> CFMModule:
-    module = CFMModule(2, 2, flow=flow, n_hidden=64, n_layers=2, **kwargs)
-    module.set_conditions(torch.tensor([[0], [1]]), [2], [False, False])
-    module.set_contexts(torch.tensor([[0]]), [1])
-    module.set_condition_covariates(COVARIATES)
-    return module
+def make_module(flow: str = "ot", data=None, **kwargs) -> CFMModule:
+    """Two conditions of one field with one-hot covariates, one context."""
+    data = data or flow_data(2, covariates=COVARIATES)
+    return CFMModule(2, data, flow=flow, n_hidden=64, n_layers=2, **kwargs)
 
 
 def fit(module: CFMModule, n_steps: int = 300, batch_size: int = 128, seed: int = 0) -> list[float]:
@@ -91,13 +90,13 @@ def test_module_shapes():
 
 def test_invalid_arguments():
     with pytest.raises(ValueError, match="flow"):
-        CFMModule(2, 2, flow="bad")
+        make_module(flow="bad")
     with pytest.raises(ValueError, match="sigma"):
-        CFMModule(2, 2, flow="sb", sigma=0.0)
-    with pytest.raises(ValueError, match="shape"):
-        make_module().set_condition_covariates(torch.zeros(3, 5))
-    assert CFMModule(2, 2, flow="sb").sigma == 0.5
-    assert CFMModule(2, 2, flow="ot").sigma == 0.0
+        make_module(flow="sb", sigma=0.0)
+    with pytest.raises(ValueError, match=r"needs data.covariates, the \[C, P\] covariate vectors"):
+        make_module(data=flow_data(2))
+    assert make_module(flow="sb").sigma == 0.5
+    assert make_module(flow="ot").sigma == 0.0
 
 
 def test_loss_decreases():
@@ -188,12 +187,16 @@ def test_dopri5_matches_euler(trained_ot):
 
 
 def test_control_source_keeps_controls_and_context():
-    module = make_module("ot", source="control")
-    module.set_conditions(torch.tensor([[0], [1], [2]]), [3], [False, False, True])  # value 2: the controls
-    module.set_contexts(torch.tensor([[0], [1]]), [2])
-    module.set_condition_covariates(torch.cat([COVARIATES, torch.zeros(1, 2)]))
     controls = torch.cat([torch.zeros(20, 2), torch.full((20, 2), 5.0)])  # context 0 near 0, context 1 near 5
-    module.set_control_pool(controls, torch.tensor([0] * 20 + [1] * 20))
+    data = flow_data(
+        2,
+        n_conditions=3,
+        controls=[False, False, True],  # value 2: the controls
+        pool=controls,
+        pool_context=torch.tensor([0] * 20 + [1] * 20),
+        covariates=torch.cat([COVARIATES, torch.zeros(1, 2)]),
+    )
+    module = make_module("ot", data=data, source="control")
     batch = toy_batch(64)
     batch[REGISTRY_KEYS.CONTEXT_KEY] = torch.randint(2, (64, 1)).float()
     batch[REGISTRY_KEYS.CONDITION_KEY][:8] = 2.0

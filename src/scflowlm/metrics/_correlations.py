@@ -8,7 +8,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy import stats
 
-from ._utils import _mean
+from .._utils import column_mean, pearson
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -17,15 +17,9 @@ if TYPE_CHECKING:
 def _profile(a: Any) -> np.ndarray:
     """Mean expression profile (features,) of cells (a dense or sparse 2-D array); 1-D arrays pass through."""
     if sp.issparse(a):
-        return _mean(a)
+        return column_mean(a)
     a = np.asarray(a, dtype=np.float64)
     return a if a.ndim == 1 else a.mean(0)
-
-
-def _pearson(a: np.ndarray, b: np.ndarray) -> float:
-    if len(a) < 2 or np.std(a) == 0 or np.std(b) == 0:
-        return float("nan")
-    return float(stats.pearsonr(a, b)[0])
 
 
 def _spearman(a: np.ndarray, b: np.ndarray) -> float:
@@ -76,7 +70,7 @@ def mean_correlations(
         raise ValueError(msg)
     idx = np.arange(len(mr)) if genes is None else np.asarray(genes, dtype=int)
     a, b = mr[idx], mp[idx]
-    r = _pearson(a, b)
+    r = pearson(a, b)
     ss = float(np.sum((a - a.mean()) ** 2))
     out = {
         "r2": r**2,
@@ -87,5 +81,5 @@ def mean_correlations(
     }
     if control is not None:
         mc = _profile(control)[idx]
-        out["pearson_delta"] = _pearson(a - mc, b - mc)
+        out["pearson_delta"] = pearson(a - mc, b - mc)
     return out

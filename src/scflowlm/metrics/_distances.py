@@ -12,7 +12,8 @@ import numpy as np
 import ot
 from sklearn.neighbors import NearestNeighbors
 
-from ._utils import _BLOCK, _rng, _sqdist, _subsample_idx, _two_sets
+from .._utils import random_state, subsample_idx
+from ._utils import _BLOCK, _sqdist, _two_sets
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -57,7 +58,7 @@ def _unbiased_mmd(x: np.ndarray, y: np.ndarray, kernel: Callable) -> np.ndarray:
 def _median_gamma(x: np.ndarray, y: np.ndarray, seed: int = 0) -> float:
     """1 / median squared distance between pooled cells (at most 1000 of them)."""
     z = np.concatenate([x, y])
-    z = z[_subsample_idx(len(z), 1000, _rng(seed))]
+    z = z[subsample_idx(len(z), 1000, random_state(seed))]
     d = _sqdist(z, z)[np.triu_indices(len(z), k=1)]
     med = float(np.median(d))
     return 1.0 / med if med > 0 else 1.0

@@ -8,9 +8,8 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 import scanpy as sc
 from anndata import AnnData
-from sklearn.utils.extmath import randomized_svd
 
-from ._utils import _dense
+from .._utils import dense, top_pcs
 
 if TYPE_CHECKING:
     Space = Literal["umap", "pca", "raw"]
@@ -56,7 +55,7 @@ def joint_embedding(
     -------
     ``(x_emb, y_emb)``: arrays of shape (n_x, k) and (n_y, k) in the joint space.
     """
-    xa, ya = _dense(x), _dense(y)  # (n, d), (m, d)
+    xa, ya = dense(x), dense(y)  # (n, d), (m, d)
     if xa.shape[1] != ya.shape[1]:
         msg = f"x and y have different numbers of features: {xa.shape[1]} != {ya.shape[1]}"
         raise ValueError(msg)
@@ -87,14 +86,4 @@ def joint_embedding(
 def _pca(z: np.ndarray, n_pcs: int) -> np.ndarray:
     """Scores of the first ``n_pcs`` principal components of ``z`` (centred), shape (n, k)."""
     zc = z - z.mean(0, keepdims=True)  # (n, d)
-    return zc @ _top_pcs(zc, n_pcs)  # (n, k)
-
-
-def _top_pcs(zc: np.ndarray, n_pcs: int) -> np.ndarray:
-    """Loadings (d, k) of the first ``k <= n_pcs`` principal axes of the centred matrix ``zc`` (n, d)."""
-    k = int(min(n_pcs, zc.shape[0] - 1, zc.shape[1]))
-    if min(zc.shape) <= 2000:
-        _, _, vt = np.linalg.svd(zc, full_matrices=False)
-    else:
-        _, _, vt = randomized_svd(zc, k, n_iter=7, random_state=0)
-    return vt[:k].T  # (d, k)
+    return zc @ top_pcs(zc, n_pcs)  # (n, k)

@@ -11,7 +11,7 @@ import torch
 from anndata import AnnData
 from torch import nn
 
-from ._utils import _dense, _rng, _subsample_idx
+from .._utils import dense, random_state, subsample_idx
 
 
 @dataclass
@@ -41,7 +41,7 @@ class LeidenClassifier:
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         """Cluster probabilities p(y | x), shape (cells, n_clusters)."""
-        xa = (_dense(x) - self.mean) / self.scale  # (n, d)
+        xa = (dense(x) - self.mean) / self.scale  # (n, d)
         with torch.no_grad():
             logits = self.net(torch.as_tensor(xa, dtype=torch.float32))  # (n, K)
             return torch.softmax(logits, dim=1).double().numpy()
@@ -92,9 +92,9 @@ def fit_leiden_classifier(
     -------
     The fitted :class:`LeidenClassifier`.
     """
-    rng = _rng(seed)
-    xa = _dense(x)
-    xa = xa[_subsample_idx(len(xa), max_cells, rng)]  # (n, d)
+    rng = random_state(seed)
+    xa = dense(x)
+    xa = xa[subsample_idx(len(xa), max_cells, rng)]  # (n, d)
     tmp = AnnData(xa.astype(np.float32))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -171,6 +171,7 @@ def leiden_kl(
     y: np.ndarray,
     *,
     classifier: LeidenClassifier | None = None,
+    real_labels: np.ndarray | None = None,
     eps: float = 1e-6,
     seed: int = 0,
     **fit_kwargs,
@@ -192,6 +193,9 @@ def leiden_kl(
         Generated cells, in the same space.
     classifier
         A fitted :class:`LeidenClassifier`; fitted on ``x`` if None.
+    real_labels
+        The clusters of the real cells ``x`` when they are already known (e.g. the Leiden labels of the cells the
+        classifier was fitted on); default: the classifier's predictions (or, fitting here, its Leiden labels).
     eps
         Pseudo-frequency added to ``p_gen``.
     seed
@@ -205,8 +209,8 @@ def leiden_kl(
     """
     if classifier is None:
         classifier = fit_leiden_classifier(x, seed=seed, max_cells=None, **fit_kwargs)
-        real_labels = classifier.labels
-    else:
+        real_labels = classifier.labels if real_labels is None else real_labels
+    elif real_labels is None:
         real_labels = classifier.predict(x)
     p = _cluster_distribution(real_labels, classifier.n_clusters)
     q = _cluster_distribution(classifier.predict(y), classifier.n_clusters)

@@ -8,7 +8,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from ._utils import _dense, _rng
+from .._utils import dense, random_state
 
 
 @dataclass
@@ -75,12 +75,12 @@ def paired_identity(
     -------
     :class:`PairedIdentity` with the per-direction table and a summary.
     """
-    src, prd = _dense(source), _dense(pred)  # (n, d)
+    src, prd = dense(source), dense(pred)  # (n, d)
     if src.shape != prd.shape:
         msg = f"source and prediction shapes differ: {src.shape} != {prd.shape}"
         raise ValueError(msg)
     n, d = src.shape
-    shuffled = prd[_rng(seed).permutation(n)]  # (n, d) broken pairing
+    shuffled = prd[random_state(seed).permutation(n)]  # (n, d) broken pairing
     shift = prd.mean(0) - src.mean(0)  # (d,)
     if mode == "dims":
         sd = src.std(0)

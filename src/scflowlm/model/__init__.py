@@ -6,5 +6,6 @@ from ._base import FlowModelBase
 from ._calmflow import CaLMFlowModel
 from ._cfm import CFMModel
 from ._presets import PRESETS
+from ._split import HoldoutSplitter
 
-__all__ = ["PRESETS", "CFMModel", "CaLMFlowModel", "FlowModelBase"]
+__all__ = ["PRESETS", "CFMModel", "CaLMFlowModel", "FlowModelBase", "HoldoutSplitter"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import TYPE_CHECKING, Any
 
@@ -11,9 +12,7 @@ from scvi.model.base import BaseModelClass
 
 from scflowlm._constants import REGISTRY_KEYS
 from scflowlm.data import ConditionTable, PromptBuilder
-from scflowlm.train import (
-    FlowTrainingPlan,
-)
+from scflowlm.module import FlowData
 
 from ._gene_map import GeneMap
 from ._generation import GenerationMixin
@@ -28,6 +27,8 @@ if TYPE_CHECKING:
 
     import anndata as ad
     import pandas as pd
+
+    from scflowlm.module import FlowModuleBase
 
 __all__ = ["FlowModelBase"]
 
@@ -54,18 +55,63 @@ SHIFT_TRAININGS = ("held_out", "own")
 class FlowModelBase(TrainingMixin, GenerationMixin, SourceMixin, SaveLoadMixin, BaseModelClass):
     """Shared AnnData handling of :class:`~scflowlm.model.CaLMFlowModel` and :class:`~scflowlm.model.CFMModel`.
 
-    A subclass calls :meth:`_init_data` in ``__init__``, builds ``self.module`` (a
-    :class:`~scflowlm.module.FlowModuleBase`), then calls :meth:`_init_module`; it implements
-    :meth:`_sample_states`, the one call into the module that a prediction makes.
+    ``__init__`` is one template: read the registry and the cells (:meth:`_init_data`), resolve the source, then
+    let the subclass build its module from one :class:`~scflowlm.module.FlowData` (:meth:`_module_data`). A
+    subclass implements four hooks:
+
+    - :meth:`_build_module`: its torch module, from its own init parameters;
+    - :meth:`_condition_inputs`: what conditions the module besides field codes (prompts, covariates);
+    - :meth:`_sample_states`: the one call into the module that a prediction makes;
+    - :meth:`_saved_params` (optional): init parameters a load needs besides the given ones.
     """
 
-    _training_plan_cls = FlowTrainingPlan
     #: head start of control-source flows, set by a subclass's ``start_shift`` argument
     start_shift: str = "none"
     #: where training flows start with a head start: ``"held_out"`` estimates or their ``"own"`` shift
     shift_training: str = "held_out"
     #: whether a control-source model also learns the identity flows of control cells
     control_targets: bool = True
+
+    def __init__(self, adata: ad.AnnData | None, registry: dict | None, init_params: dict):
+        super().__init__(adata, registry)
+        self.init_params_ = init_params
+        params = init_params["non_kwargs"]
+        loading = params["condition_codes"] is not None
+        self._init_data(adata, params["condition_codes"])
+        source = self._init_source(
+            params["source"],
+            loading=loading,
+            start_shift=params["start_shift"],
+            shift_training=params["shift_training"],
+            control_targets=params["control_targets"],
+        )
+        self.module = self._build_module(source, params, loading=loading)
+        # what load() needs to rebuild the same model: the training conditions, the resolved source (a load with
+        # other cells must not resolve "auto" again) and whatever the subclass adds
+        params |= {"condition_codes": self.condition_table.codes.tolist(), "source": source}
+        params |= self._saved_params()
+        n_params = sum(p.numel() for p in self.module.parameters()) / 1e6
+        self._model_summary_string = (
+            f"{self._describe()} ({n_params:.2f} M parameters), source {source}, "
+            f"{len(self.condition_table)} training conditions."
+        )
+
+    # ------------------------------------------------------------------ the subclass's hooks
+    def _build_module(self, source: str, params: dict, *, loading: bool) -> FlowModuleBase:
+        """The torch module, built from :meth:`_module_data` (``loading``: a placeholder of the right sizes)."""
+        raise NotImplementedError
+
+    def _condition_inputs(self) -> dict[str, torch.Tensor]:
+        """The module's conditioning inputs besides field codes (``prompt_ids``/``prompt_mask``, ``covariates``)."""
+        raise NotImplementedError
+
+    def _describe(self) -> str:
+        """The architecture in a few words (the start of the model's summary)."""
+        raise NotImplementedError
+
+    def _saved_params(self) -> dict:
+        """Init parameters to save beyond those given (e.g. a backbone as a config)."""
+        return {}
 
     # ------------------------------------------------------------------ setup
     @classmethod
@@ -242,15 +288,6 @@ class FlowModelBase(TrainingMixin, GenerationMixin, SourceMixin, SaveLoadMixin, 
             raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}.")
         return value
 
-    def _init_module(self) -> None:
-        """Give the new module the condition and context tables, then standardisation and control pool."""
-        table = self.condition_table
-        n_cats = [len(table.categories[f]) for f in table.fields]
-        is_control = [table.is_control(table.condition(i)) for i in range(len(table))]
-        self.module.set_conditions(table.codes, n_cats, is_control)
-        if self.adata is not None:
-            self._prepare_module()
-
     # ------------------------------------------------------------------ registered cells
     def _registered(self, key: str, rows: np.ndarray | None = None) -> np.ndarray:
         """A registered field's values (re-registered first if another ``setup_anndata`` changed the AnnData)."""
@@ -273,48 +310,78 @@ class FlowModelBase(TrainingMixin, GenerationMixin, SourceMixin, SaveLoadMixin, 
         control = self.condition_table.control_mask()  # [C]
         return control[self._cell_conditions()] if len(control) else np.zeros(self.adata.n_obs, dtype=bool)
 
-    def _prepare_module(self, rows: np.ndarray | None = None) -> None:
-        """Standardisation, contexts and control pool from the cells in ``rows`` (default: all registered cells)."""
+    # ------------------------------------------------------------------ the module's data
+    def _module_data(self, rows: np.ndarray | None = None, *, loading: bool = False) -> FlowData:
+        """What the module knows of the registered cells in ``rows`` (default: all), as one object.
+
+        Standardisation statistics, contexts and control pool of those cells, the mean state and head start of each
+        condition, and the subclass's conditioning inputs. ``loading``: only the conditions and inputs, with empty
+        statistics that the saved ``state_dict`` replaces (a load needs no cells).
+        """
+        table = self.condition_table
+        conditions = {
+            "condition_codes": torch.as_tensor(table.codes),
+            "n_categories": [len(table.categories[f]) for f in table.fields],
+            "condition_is_control": torch.as_tensor(table.control_mask()),
+            **self._condition_inputs(),
+        }
+        if loading:
+            empty = FlowData.empty(self.n_features)
+            return dataclasses.replace(empty, **conditions)
+        rows = np.arange(self.adata.n_obs) if rows is None else np.asarray(rows)
         x = self._registered(REGISTRY_KEYS.X_KEY, rows).astype(np.float64)  # [n, D]
         mean = x.mean(0)
         scale = math.sqrt(max(float(((x - mean) ** 2).mean()), 1e-12))
-        self.module.set_standardization(torch.as_tensor(mean, dtype=torch.float32), scale)
         cats = registered_categories(self.registry_, REGISTRY_KEYS.CONTEXT_KEY)
         ctx_codes = self._registered_codes(REGISTRY_KEYS.CONTEXT_KEY)
         contexts = ConditionTable.from_codes(list(cats), cats, ctx_codes)  # ordered by value
-        self.module.set_contexts(contexts.codes, [len(cats[k]) for k in cats])
-        keep = np.zeros(self.adata.n_obs, dtype=bool)
-        keep[np.arange(self.adata.n_obs) if rows is None else rows] = True
-        pool = np.nonzero(self._cell_is_control() & keep)[0]
-        x_pool = torch.as_tensor(self._registered(REGISTRY_KEYS.X_KEY, pool), dtype=torch.float32)
-        self.module.set_control_pool(x_pool, torch.as_tensor(_rows_of(contexts, ctx_codes[pool])))
-        rows = np.arange(self.adata.n_obs) if rows is None else rows
-        self.condition_means_ = condition_means(x, self._cell_conditions()[rows], len(self.condition_table))
-        if self.start_shift != "none":
-            table, args = self.condition_table, self._setup_args
-            every = [table.condition(i) for i in range(len(table))]
-            # "own": training flows start at their own shift, and the flow learns the shape
-            if self.shift_training == "own":
-                shift = own_shifts(
-                    every,
-                    self.condition_means_,
-                    perturbation_key=args["perturbation_key"],
-                    control_value=args["control_value"],
-                )
-            else:  # at the estimate they would get if held out: the flow learns to correct it
-                shift = self._shifts(every)
-            self.module.set_condition_shift(torch.as_tensor(shift, dtype=torch.float32))
+        pool = rows[self._cell_is_control()[rows]]  # the control cells among rows
+        means = condition_means(x, self._cell_conditions()[rows], len(table))  # [C, D]
+        return FlowData(
+            **conditions,
+            context_codes=torch.as_tensor(contexts.codes),
+            n_context_categories=[len(cats[k]) for k in cats],
+            x_mean=torch.as_tensor(mean, dtype=torch.float32),
+            x_scale=torch.tensor(scale, dtype=torch.float32),
+            control_x=torch.as_tensor(self._registered(REGISTRY_KEYS.X_KEY, pool), dtype=torch.float32),
+            control_context=torch.as_tensor(_rows_of(contexts, ctx_codes[pool])),
+            condition_means=torch.as_tensor(means),
+            condition_shift=torch.as_tensor(self._training_shifts(means), dtype=torch.float32),
+        )
 
-    def _shifts(self, conditions: Sequence[dict[str, Any] | None]) -> np.ndarray:
-        """Head start ``[T, D]`` of each condition (zeros without ``start_shift`` or for a raw prompt)."""
+    def _training_shifts(self, means: np.ndarray) -> np.ndarray:
+        """Head start ``[C, D]`` of every registered condition in training (zeros without ``start_shift``).
+
+        ``shift_training="own"``: each condition's own measured shift (the flow learns the shape); ``"held_out"``:
+        the estimate it would get if it were held out (the flow learns to correct the estimate).
+        """
+        if self.start_shift == "none":
+            return np.zeros_like(means)
+        table, args = self.condition_table, self._setup_args
+        every = [table.condition(i) for i in range(len(table))]
+        if self.shift_training == "own":
+            return own_shifts(
+                every, means, perturbation_key=args["perturbation_key"], control_value=args["control_value"]
+            )
+        return self._shifts(every, means)
+
+    def _shifts(
+        self, conditions: Sequence[dict[str, Any] | None], means: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Head start ``[T, D]`` of each condition (zeros without ``start_shift`` or for a raw prompt).
+
+        ``means``: the mean state of each registered condition (default: the module's, of the training cells).
+        """
         out = np.zeros((len(conditions), self.n_features))
         known = [i for i, c in enumerate(conditions) if c is not None]
-        if self.start_shift == "none" or self.module.source != "control" or not known:
+        if self.start_shift == "none" or not known:  # "none" for a noise source (see _init_source)
             return out
         table, args = self.condition_table, self._setup_args
+        if means is None:
+            means = self.module.condition_means.cpu().numpy()
         out[known] = nearest_context_shifts(
             [table.condition(i) for i in range(len(table))],
-            self.condition_means_,
+            means,
             [conditions[i] for i in known],
             perturbation_key=args["perturbation_key"],
             control_value=args["control_value"],

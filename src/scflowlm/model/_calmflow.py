@@ -11,6 +11,7 @@ import torch
 from transformers import GPTNeoXConfig
 
 from scflowlm._docs import doc_params
+from scflowlm._utils import check_int
 from scflowlm.module import CaLMFlowModule
 from scflowlm.nn import build_backbone, select_attn_implementation, tokenizer_state
 
@@ -24,6 +25,18 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 __all__ = ["CaLMFlowModel"]
+
+#: init parameters passed to :class:`~scflowlm.module.CaLMFlowModule` as they are
+_MODULE_PARAMS = (
+    "n_time_points",
+    "n_space_tokens",
+    "n_trajectories",
+    "n_latent",
+    "variational",
+    "kl_weight",
+    "dropout",
+    "prompt_dropout",
+)
 
 
 @doc_params()
@@ -122,67 +135,58 @@ class CaLMFlowModel(FlowModelBase):
         condition_codes: Sequence[Sequence[int]] | None = None,
         tokenizer: str | None = None,
     ):
-        super().__init__(adata, registry)
         for name, value, low in (
             ("n_time_points", n_time_points, 2),
             ("n_space_tokens", n_space_tokens, 1),
             ("n_trajectories", n_trajectories, 1),
             ("n_latent", n_latent, 1),
         ):
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}.")
+            check_int(name, value, minimum=low)
         if not isinstance(kl_weight, numbers.Real) or not math.isfinite(kl_weight) or kl_weight < 0:
             raise ValueError(f"kl_weight must be a finite number >= 0, got {kl_weight!r}.")
         if not isinstance(prompt_dropout, numbers.Real) or not 0 <= prompt_dropout < 1:
             raise ValueError(f"prompt_dropout must be in [0, 1), got {prompt_dropout!r}.")
-        self._init_data(adata, condition_codes)
-        source = self._init_source(
-            source,
-            loading=condition_codes is not None,
-            start_shift=start_shift,
-            shift_training=shift_training,
-            control_targets=control_targets,
-        )
+        super().__init__(adata, registry, self._get_init_params(locals()))
+
+    # ------------------------------------------------------------------ the hooks of FlowModelBase
+    def _build_module(self, source: str, params: dict, *, loading: bool) -> CaLMFlowModule:
         attn = select_attn_implementation(
-            attn_implementation, device="cuda" if torch.cuda.is_available() else "cpu"
+            params["attn_implementation"], device="cuda" if torch.cuda.is_available() else "cpu"
         )
-        context_free = self._context_free_prompts()  # in the vocabulary, and read with prompt_dropout
-        net, tok = build_backbone(
-            backbone,
-            prompts=self.prompts + context_free,
-            tokenizer=tokenizer,
+        net, self.prompt_tokenizer = build_backbone(
+            params["backbone"],
+            prompts=self.prompts
+            + self._context_free_prompts(),  # in the vocabulary, read with prompt_dropout
+            tokenizer=params["tokenizer"],
             attn_implementation=attn,
         )
-        self.prompt_tokenizer = tok
-        self.module = CaLMFlowModule(
+        return CaLMFlowModule(
             net,
             self.n_features,
-            n_time_points=n_time_points,
-            n_space_tokens=n_space_tokens,
-            n_trajectories=n_trajectories,
-            n_latent=n_latent,
-            variational=variational,
-            kl_weight=kl_weight,
+            self._module_data(loading=loading),
+            **{k: params[k] for k in _MODULE_PARAMS},
             source=source,
-            dropout=dropout,
-            prompt_dropout=prompt_dropout,
         )
-        prompts = self.prompts + (context_free if prompt_dropout > 0 else [])
-        self.module.set_prompts(*self._tokenize(prompts))
-        self._init_module()
-        self._model_summary_string = (
-            f"CaLMFlow: N={n_time_points} time points x K={n_space_tokens} space tokens x M={n_trajectories} "
-            f"trajectories, backbone {net.config.num_hidden_layers}x{net.config.hidden_size} "
-            f"({sum(p.numel() for p in self.module.parameters()) / 1e6:.2f} M parameters), "
-            f"head {variational}, source {source}, {len(self.condition_table)} training conditions."
+
+    def _condition_inputs(self) -> dict[str, torch.Tensor]:
+        """The prompts of the conditions (and, with ``prompt_dropout``, their context-free prompts after them)."""
+        extra = self._context_free_prompts() if self.init_params_["non_kwargs"]["prompt_dropout"] > 0 else []
+        ids, mask = self._tokenize(self.prompts + extra)
+        return {"prompt_ids": ids, "prompt_mask": mask}
+
+    def _saved_params(self) -> dict:
+        """The backbone as a config and the prompt tokenizer: a load rebuilds the same network offline."""
+        return {
+            "backbone": GPTNeoXConfig.from_dict(self.module.backbone.config.to_dict()),
+            "tokenizer": tokenizer_state(self.prompt_tokenizer),
+        }
+
+    def _describe(self) -> str:
+        m, config = self.module, self.module.backbone.config
+        return (
+            f"CaLMFlow: N={m.n_time_points} time points x K={m.n_space_tokens} space tokens x M={m.n_trajectories} "
+            f"trajectories, backbone {config.num_hidden_layers}x{config.hidden_size}, head {m.head.mode}"
         )
-        self.init_params_ = self._get_init_params(locals())
-        # What load() needs to rebuild the same network offline: the backbone as a config, the tokenizer, the table.
-        saved = self.init_params_["non_kwargs"]
-        saved["backbone"] = GPTNeoXConfig.from_dict(net.config.to_dict())
-        saved["tokenizer"] = tokenizer_state(tok)
-        saved["condition_codes"] = self.condition_table.codes.tolist()
-        saved["source"] = source  # the resolved one: a load with other cells must not resolve "auto" again
 
     def _context_free_prompts(self) -> list[str]:
         """Each registered condition's prompt with its context fields left empty (for ``prompt_dropout``)."""

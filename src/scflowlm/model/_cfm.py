@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import numbers
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
 
 from scflowlm._docs import doc_params
+from scflowlm._utils import check_int
 from scflowlm.module import CFMModule
 
 from ._base import FlowModelBase
@@ -115,46 +115,45 @@ class CFMModel(FlowModelBase):
         n_frequencies: int = 4,
         condition_codes: Sequence[Sequence[int]] | None = None,
     ):
-        super().__init__(adata, registry)
         for name, value in (("n_hidden", n_hidden), ("n_layers", n_layers), ("n_steps", n_steps)):
-            if value is not None and (not isinstance(value, numbers.Integral) or value < 1):
-                raise ValueError(f"{name} must be a positive integer, got {value!r}.")
-        self._init_data(adata, condition_codes)
-        source = self._init_source(
-            source,
-            loading=condition_codes is not None,
-            start_shift=start_shift,
-            shift_training=shift_training,
-            control_targets=control_targets,
-        )
-        self._build_vocabulary()
-        self.covariate_mask_ = np.ones(self.n_covariates, dtype=np.float32)
-        self.module = CFMModule(
-            self.n_features,
-            self.n_covariates,
-            flow=flow,
-            sigma=sigma,
-            n_hidden=n_hidden,
-            n_layers=n_layers,
-            source=source,
-            dropout=dropout,
-            n_frequencies=n_frequencies,
-        )
+            check_int(name, value, minimum=1, allow_none=name == "n_steps")
         self.solver = {"method": solver, "rtol": rtol, "atol": atol, "n_steps": n_steps}
-        self._set_covariate_buffer()
-        self._init_module()
-        flow_name = {"i": "I-CFM", "ot": "OT-CFM", "sb": f"SB-CFM (sigma={self.module.sigma:g})"}[flow]
-        self._model_summary_string = (
-            f"CFM: {flow_name}, MLP {n_layers}x{n_hidden} "
-            f"({sum(p.numel() for p in self.module.parameters()) / 1e6:.2f} M parameters), "
-            f"{self.n_covariates} covariates, source {source}, solver {solver}, "
-            f"{len(self.condition_table)} training conditions."
+        super().__init__(adata, registry, self._get_init_params(locals()))
+
+    # ------------------------------------------------------------------ the hooks of FlowModelBase
+    def _build_module(self, source: str, params: dict, *, loading: bool) -> CFMModule:
+        self._build_vocabulary()
+        return CFMModule(
+            self.n_features,
+            self._module_data(loading=loading),
+            **{k: params[k] for k in ("flow", "sigma", "n_hidden", "n_layers", "dropout", "n_frequencies")},
+            source=source,
         )
-        self.init_params_ = self._get_init_params(locals())
-        self.init_params_["non_kwargs"] |= {
-            "condition_codes": self.condition_table.codes.tolist(),
-            "source": source,
-        }
+
+    def _condition_inputs(self) -> dict[str, torch.Tensor]:
+        """The covariate vector of every registered condition ``[C, P]``.
+
+        Values present only in cells held out of training are zeroed (their weights would never be trained); sets
+        ``covariate_mask_``, which :meth:`covariate_vector` applies to new conditions too.
+        """
+        table = self.condition_table
+        self.covariate_mask_ = np.ones(self.n_covariates, dtype=np.float32)
+        seen = np.zeros(self.n_covariates, dtype=np.float32)
+        for code in self.train_conditions_:
+            seen = np.maximum(seen, self.covariate_vector(table.condition(code)))
+        self.covariate_mask_ = (seen > 0).astype(np.float32)
+        rows = [self.covariate_vector(table.condition(i)) for i in range(len(table))]
+        cov = np.stack(rows) if rows else np.zeros((0, self.n_covariates), np.float32)  # [C, P]
+        return {"covariates": torch.as_tensor(cov, dtype=torch.float32)}
+
+    def _describe(self) -> str:
+        m = self.module
+        flow_name = {"i": "I-CFM", "ot": "OT-CFM", "sb": f"SB-CFM (sigma={m.sigma:g})"}[m.flow]
+        layers = [layer for layer in m.field.net if isinstance(layer, torch.nn.Linear)]
+        return (
+            f"CFM: {flow_name}, MLP {len(layers) - 1}x{layers[0].out_features}, {self.n_covariates} covariates, "
+            f"solver {self.solver['method']}"
+        )
 
     # ------------------------------------------------------------------ covariates
     def _build_vocabulary(self) -> None:
@@ -204,23 +203,6 @@ class CFMModel(FlowModelBase):
                 if i is not None:
                     vec[self._offsets[f] + i] = 1.0
         return vec * self.covariate_mask_
-
-    def _set_covariate_buffer(self) -> None:
-        """Covariate vectors of the registered conditions -> ``module.covariates`` ``[C, P]``."""
-        table = self.condition_table
-        rows = [self.covariate_vector(table.condition(i)) for i in range(len(table))]
-        # [C, P]
-        cov = np.stack(rows).astype(np.float32) if rows else np.zeros((0, self.n_covariates), np.float32)
-        self.module.set_condition_covariates(torch.as_tensor(cov))
-
-    def _before_training(self, train_idx: np.ndarray) -> None:
-        """Zero the covariates of values that only held-out cells have (their weights would never train)."""
-        self.covariate_mask_ = np.ones(self.n_covariates, dtype=np.float32)
-        seen = np.zeros(self.n_covariates, dtype=np.float32)
-        for code in self.train_conditions_:
-            seen = np.maximum(seen, self.covariate_vector(self.condition_table.condition(code)))
-        self.covariate_mask_ = (seen > 0).astype(np.float32)
-        self._set_covariate_buffer()
 
     # ------------------------------------------------------------------ generation
     def _sample_states(

@@ -9,9 +9,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from scflowlm._utils import column_mean, dense_rows
 from scflowlm._warnings import ScflowlmWarning
-
-from ._setup import column_means, dense_rows
 
 if TYPE_CHECKING:
     import anndata as ad
@@ -70,7 +69,7 @@ class GeneMap:
         loadings = np.asarray(pcs, dtype=np.float64)[:, :n_features]  # [G, D]
         X = adata.layers[layer] if layer is not None else adata.X
         states = np.asarray(adata.obsm[obsm_key], dtype=np.float64)  # [n, D]
-        centre = column_means(X) - states.mean(0) @ loadings.T  # [G]
+        centre = column_mean(X) - states.mean(0) @ loadings.T  # [G]
         gene_map = cls(loadings.astype(np.float32), centre.astype(np.float32), names)
         error = gene_map.mismatch(adata, obsm_key=obsm_key, layer=layer)
         if error > TOLERANCE:

@@ -8,18 +8,19 @@ import warnings
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import anndata as ad
 import numpy as np
 import pandas as pd
 import torch
-from anndata.utils import make_index_unique
 
-from scflowlm._constants import PATH_OBSM, PROMPT_COL, SEEN_COL, SOURCE_OBSM, UNS_KEY
+from scflowlm._constants import PATH_OBSM, PROMPT_COL, SEEN_COL, SOURCE_OBSM
+from scflowlm._utils import PredictionRecord, check_int, predicted_anndata
 from scflowlm._warnings import ScflowlmWarning
 from scflowlm.data import as_condition_list
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping, Sequence
+
+    import anndata as ad
 
 __all__ = ["GenerationMixin"]
 
@@ -33,15 +34,6 @@ class _Request:
     seen: bool
     seed: int
     cells: list[int] = field(default_factory=list)  # rows of the prediction
-
-
-def _check_count(name: str, value: Any, *, allow_none: bool = False, minimum: int = 1) -> None:
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
-    if value >= 2**63:
-        raise ValueError(f"{name} must be below 2**63 (a 64-bit integer), got {value!r}.")
 
 
 def _check_memory(n_cells: int, n_values: int) -> None:
@@ -120,10 +112,10 @@ class GenerationMixin:
         """
         if not isinstance(temperature, numbers.Real) or not np.isfinite(temperature) or temperature < 0:
             raise ValueError(f"temperature must be a finite number >= 0, got {temperature!r}.")
-        _check_count("batch_size", batch_size)
-        _check_count("seed", seed, allow_none=True, minimum=0)
+        check_int("batch_size", batch_size)
+        check_int("seed", seed, minimum=0, allow_none=True)
         if source is None:
-            _check_count("n_cells", n_cells)
+            check_int("n_cells", n_cells)
         if not getattr(self, "is_trained_", False):
             warnings.warn(
                 f"This {type(self).__name__} is not trained: its predictions come from random weights. Call train() "
@@ -164,8 +156,8 @@ class GenerationMixin:
         With a template without fields this is plain unconditional generation. Returns a new AnnData as
         :meth:`predict_perturbation` does; each condition gets its own seed drawn from ``seed``.
         """
-        _check_count("n_cells", n_cells)
-        _check_count("seed", seed, allow_none=True, minimum=0)
+        check_int("n_cells", n_cells)
+        check_int("seed", seed, minimum=0, allow_none=True)
         rng = np.random.default_rng(seed)
         table = self.condition_table
         if self.adata is not None:
@@ -315,35 +307,33 @@ class GenerationMixin:
                 stacklevel=3,
             )
         X, var = self.gene_map.to_genes(states)
-        obs = obs.copy()
-        obs.index = make_index_unique(pd.Index(obs.index.astype(str)))
-        for f in self.prompt_builder.fields:
-            if f in obs:
-                obs[f] = pd.Categorical(obs[f])
-        pred = ad.AnnData(X=X, obs=obs, var=var)
-        pred.obsm[self._setup_args["obsm_key"]] = states.astype(np.float32)
+        obsm = {self._setup_args["obsm_key"]: states}
         if x0 is not None:
-            pred.obsm[SOURCE_OBSM] = x0.astype(np.float32)
+            obsm[SOURCE_OBSM] = x0
         if return_path:
-            pred.obsm[PATH_OBSM] = out.astype(np.float32)
-        pred.uns[UNS_KEY] = self._prediction_record(temperature=temperature, **kwargs)
-        return pred
+            obsm[PATH_OBSM] = out
+        return predicted_anndata(
+            X, obs, var, record=self._prediction_record(temperature, **kwargs), obsm=obsm
+        )
 
-    def _prediction_record(self, **settings) -> dict:
-        """What made a prediction, for ``pred.uns["scflowlm"]`` (h5ad-writable: no ``None``)."""
+    def _prediction_record(self, temperature: float, **settings) -> PredictionRecord:
+        """What made a prediction, for ``pred.uns["scflowlm"]``."""
         args = self._setup_args
-        record = {
-            "model": type(self).__name__,
-            "condition_keys": list(self.prompt_builder.fields),
-            "context_keys": list(self.context_keys),
-            "obsm_key": args["obsm_key"],
+        settings = {
             "source": self.module.source,
-            **{k: v for k, v in settings.items() if isinstance(v, int | float | str | bool)},
-        }
-        for k in ("perturbation_key", "control_value", "layer"):
-            if args.get(k) is not None:
-                record[k] = args[k]
-        return record
+            "temperature": temperature,
+            "layer": args.get("layer"),
+        } | settings
+        return PredictionRecord(
+            condition_keys=list(self.prompt_builder.fields),
+            perturbation_key=args["perturbation_key"],
+            control_value=args["control_value"],
+            combination_sep=self.condition_table.combination_sep,
+            obsm_key=args["obsm_key"],
+            model=type(self).__name__,
+            context_keys=list(self.context_keys),
+            settings=settings,
+        )
 
     def _values_per_cell(self) -> int:
         """Numbers a predicted cell holds (genes, states, source states)."""

@@ -12,9 +12,9 @@ from scvi.data import AnnDataManager
 from scvi.data.fields import CategoricalJointObsField, ObsmField
 
 from scflowlm._constants import PROMPT_COL, REGISTRY_KEYS, SEEN_COL, UNS_KEY
+from scflowlm._utils import PredictionRecord, quiet_loggers
 from scflowlm._warnings import ScflowlmWarning
 from scflowlm.data import PromptBuilder, coerce_value, match_value, same_value
-from scflowlm.train._runner import quiet_loggers
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -25,23 +25,6 @@ __all__ = ["check_against_registry", "register", "registered_categories"]
 
 #: obs columns a prediction writes itself: a template field may not have these names.
 RESERVED = (PROMPT_COL, SEEN_COL)
-
-
-def dense_rows(X, rows: np.ndarray | slice) -> np.ndarray:
-    """Rows of a dense, sparse or backed matrix as a dense float64 array."""
-    block = X[rows]
-    if sp.issparse(block):
-        block = block.toarray()
-    return np.asarray(block, dtype=np.float64)
-
-
-def column_means(X, *, chunk: int = 4096) -> np.ndarray:
-    """Per-column means of a (possibly backed or sparse) matrix, read ``chunk`` rows at a time."""
-    n = X.shape[0]
-    total = np.zeros(X.shape[1])
-    for start in range(0, n, chunk):
-        total += dense_rows(X, slice(start, min(start + chunk, n))).sum(0)
-    return total / n
 
 
 def check_finite(X, what: str, *, chunk: int = 4096) -> None:
@@ -196,13 +179,12 @@ def register(
             raise ValueError(f"This AnnData does not match the one the model was trained on: {err}") from err
         raise
     cls.register_manager(manager)
-    uns = {"condition_keys": builder.fields, "obsm_key": obsm_key}
-    uns |= {
-        k: v
-        for k, v in (("perturbation_key", perturbation_key), ("control_value", control_value))
-        if v is not None
-    }
-    adata.uns[UNS_KEY] = uns
+    adata.uns[UNS_KEY] = PredictionRecord(
+        condition_keys=builder.fields,
+        perturbation_key=perturbation_key,
+        control_value=control_value,
+        obsm_key=obsm_key,
+    ).to_uns()
 
 
 def registered_categories(registry: dict, key: str) -> dict[str, np.ndarray]:

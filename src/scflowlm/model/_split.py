@@ -1,24 +1,33 @@
-"""Which cells train, validate and are held out: the arguments of ``train`` checked, then the split."""
+"""Which cells train, validate and are held out: the arguments of ``train`` checked, the split, the splitter."""
 
 from __future__ import annotations
 
 import numbers
+import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+from scvi.dataloaders import DataSplitter
 
 from scflowlm.data import match_mask
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-__all__ = ["check_train_args", "holdout_mask", "split"]
+__all__ = ["HoldoutSplitter", "check_train_args", "holdout_mask", "split"]
 
 
 def check_train_args(
-    *, max_epochs: Any, batch_size: Any, train_size: Any, validation_size: Any, lr: Any
+    *,
+    max_epochs: Any,
+    batch_size: Any,
+    train_size: Any,
+    validation_size: Any,
+    lr: Any,
+    ema_decay: Any = None,
+    ckpt_path: Any = None,
 ) -> None:
     """Raise a ValueError naming a ``train`` argument that would give a silently wrong run."""
     if max_epochs is not None and (not isinstance(max_epochs, numbers.Integral) or max_epochs < 1):
@@ -35,6 +44,12 @@ def check_train_args(
         raise ValueError(f"validation_size must be in [0, 1) or None, got {validation_size!r}.")
     if not isinstance(lr, numbers.Real) or not np.isfinite(lr) or lr <= 0:
         raise ValueError(f"lr must be a positive number, got {lr!r}.")
+    if ema_decay is not None and (
+        isinstance(ema_decay, bool) or not isinstance(ema_decay, numbers.Real) or not 0 < ema_decay < 1
+    ):
+        raise ValueError(f"ema_decay must be a number in (0, 1) (e.g. 0.999) or None, got {ema_decay!r}.")
+    if ckpt_path is not None and not os.path.isfile(ckpt_path):
+        raise FileNotFoundError(f"ckpt_path {str(ckpt_path)!r} is not a file (a Lightning .ckpt checkpoint).")
 
 
 def holdout_mask(
@@ -77,3 +92,86 @@ def split(
         n_val = int(round(validation_size * len(pool)))
     n_val = min(n_val, len(pool) - 1)
     return np.sort(pool[n_val:]), np.sort(pool[:n_val]), np.nonzero(held)[0]
+
+
+class HoldoutSplitter(DataSplitter):
+    """scvi-tools' :class:`~scvi.dataloaders.DataSplitter` whose test set is the cells of held-out conditions.
+
+    The other cells are split at random (``seed``) into training and validation cells (:func:`split`). Cells that
+    are no flows to learn (``not_flows``: the control cells of a control-source model with
+    ``control_targets=False``) stay out of both loaders but remain :attr:`training_cells`: the module's statistics
+    and control pool come from them. Under DDP without a seed, rank 0 draws one and the ranks Lightning launches
+    inherit it through the environment, so every rank draws the same split.
+
+    Parameters
+    ----------
+    adata_manager
+        The model's registry of the AnnData.
+    held_out
+        ``[n]`` cells of held-out conditions (the test set).
+    not_flows
+        ``[n]`` cells that are not flows to learn.
+    not_flows_reason
+        Why, for the error when too few cells are left for one batch.
+    train_size, validation_size, seed
+        See :func:`split`.
+    batch_size
+        Cells per minibatch (the last incomplete batch is dropped).
+    distributed
+        Whether training runs with DDP (a distributed sampler, one shared split seed).
+    **kwargs
+        Passed to :class:`~scvi.dataloaders.DataSplitter`.
+
+    Attributes
+    ----------
+    training_cells
+        Positions of the cells left for training, flows or not (the module's data comes from them).
+    held_out_cells
+        Positions of the held-out cells.
+    n_train_flows, n_val_flows
+        Number of cells in the training and validation loaders.
+    """
+
+    #: environment variable through which DDP ranks share the split seed
+    SEED_VARIABLE = "SCFLOWLM_SPLIT_SEED"
+
+    def __init__(
+        self,
+        adata_manager,
+        *,
+        held_out: np.ndarray,
+        not_flows: np.ndarray,
+        not_flows_reason: str = "",
+        train_size: float,
+        validation_size: float | None,
+        seed: int | None,
+        batch_size: int,
+        distributed: bool = False,
+        **kwargs,
+    ):
+        if seed is None and distributed:
+            seed = int(
+                os.environ.setdefault(self.SEED_VARIABLE, str(np.random.default_rng().integers(2**31)))
+            )
+        train, val, test = split(held_out, train_size=train_size, validation_size=validation_size, seed=seed)
+        self.training_cells, self.held_out_cells = train, test
+        flows_train, flows_val = train[~not_flows[train]], val[~not_flows[val]]
+        if len(flows_train) < batch_size:
+            n_out = len(train) - len(flows_train)
+            why = f" ({n_out} {not_flows_reason})" if n_out else ""
+            raise ValueError(
+                f"batch_size={batch_size} is larger than the {len(flows_train)} training cells{why}; pass a smaller "
+                "batch_size."
+            )
+        self.n_train_flows, self.n_val_flows = len(flows_train), len(flows_val)
+        # every cell placed: the cells that are no flows go with the test set
+        placed = np.sort(np.concatenate([test, train[not_flows[train]], val[not_flows[val]]]))
+        if distributed:
+            kwargs.setdefault("distributed_sampler", True)
+        super().__init__(
+            adata_manager,
+            external_indexing=[flows_train, flows_val, placed],
+            batch_size=batch_size,
+            drop_last=True,
+            **kwargs,
+        )

@@ -18,6 +18,8 @@ if TYPE_CHECKING:
 
     from transformers import DynamicCache
 
+    from ._data import FlowData
+
 __all__ = ["CaLMFlowModule"]
 
 
@@ -39,6 +41,10 @@ class CaLMFlowModule(FlowModuleBase):
         A GPT-NeoX trunk (:class:`~transformers.GPTNeoXModel`) fed ``inputs_embeds``.
     n_features
         Dimension ``D`` of a cell state.
+    data
+        The conditions, statistics and control pool, with the prompts (``prompt_ids``, ``prompt_mask``:
+        ``[C, L]``, or ``[2C, L]`` with ``prompt_dropout``, rows ``C..2C-1`` holding the same conditions'
+        context-free prompts); see :class:`~scflowlm.module.FlowData`.
     n_time_points
         ``N``.
     n_space_tokens
@@ -56,14 +62,14 @@ class CaLMFlowModule(FlowModuleBase):
     dropout
         Dropout in the tokenizer and head MLPs.
     prompt_dropout
-        Probability that a training sequence reads its condition's context-free prompt (set with
-        :meth:`set_prompts`) instead of the full one.
+        Probability that a training sequence reads its condition's context-free prompt instead of the full one.
     """
 
     def __init__(
         self,
         backbone: nn.Module,
         n_features: int,
+        data: FlowData,
         *,
         n_time_points: int = 4,
         n_space_tokens: int = 1,
@@ -75,10 +81,13 @@ class CaLMFlowModule(FlowModuleBase):
         dropout: float = 0.0,
         prompt_dropout: float = 0.0,
     ):
-        super().__init__(n_features, source)
+        if data.prompt_ids is None or data.prompt_mask is None:
+            raise ValueError(
+                "CaLMFlowModule needs data.prompt_ids and data.prompt_mask (the conditions' prompts)."
+            )
+        super().__init__(n_features, source, data)
         self.backbone = backbone
         hidden = backbone.config.hidden_size
-        self.n_features = n_features
         self.n_time_points = n_time_points
         self.n_space_tokens = n_space_tokens
         self.n_trajectories = n_trajectories
@@ -91,19 +100,8 @@ class CaLMFlowModule(FlowModuleBase):
             n_space_tokens * hidden, n_features, n_latent, max(2 * hidden, 128), variational, dropout
         )
         self.register_buffer("times", time_grid(n_time_points), persistent=False)
-        self.register_buffer("prompt_ids", torch.zeros(0, 1, dtype=torch.long), persistent=False)
-        self.register_buffer("prompt_mask", torch.zeros(0, 1, dtype=torch.long), persistent=False)
 
     # ------------------------------------------------------------------ prompts
-    def set_prompts(self, ids: torch.Tensor, mask: torch.Tensor) -> None:
-        """Token ids ``[C, L]`` and attention mask ``[C, L]`` of the C known conditions (left-padded).
-
-        With ``prompt_dropout``, rows ``C..2C-1`` (``[2C, L]``) hold the same conditions' context-free prompts.
-        """
-        device = self.x_mean.device
-        self.prompt_ids = torch.as_tensor(ids, dtype=torch.long).to(device)
-        self.prompt_mask = torch.as_tensor(mask, dtype=torch.long).to(device)
-
     def embed_prompt(self, ids: torch.Tensor) -> torch.Tensor:
         """Prompt token ids ``[S, L]`` -> embeddings ``[S, L, H]`` from the backbone's input embedding."""
         return self.backbone.get_input_embeddings()(ids)

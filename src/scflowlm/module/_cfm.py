@@ -16,6 +16,8 @@ from ._coupling import ot_permutation, sinkhorn_pairing
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    from ._data import FlowData
+
 __all__ = ["CFMModule"]
 
 FLOWS = ("i", "ot", "sb")
@@ -56,8 +58,9 @@ class CFMModule(FlowModuleBase):
     ----------
     n_features
         Dimension ``D`` of a cell state.
-    n_covariates
-        Dimension ``P`` of the covariate vector of a condition.
+    data
+        The conditions, statistics and control pool, with each condition's covariate vector (``covariates``,
+        ``[C, P]``); see :class:`~scflowlm.module.FlowData`.
     flow
         ``"i"``, ``"ot"`` or ``"sb"``.
     sigma
@@ -78,7 +81,7 @@ class CFMModule(FlowModuleBase):
     def __init__(
         self,
         n_features: int,
-        n_covariates: int,
+        data: FlowData,
         *,
         flow: str = "ot",
         sigma: float | None = None,
@@ -94,23 +97,17 @@ class CFMModule(FlowModuleBase):
             sigma = SB_DEFAULT_SIGMA if flow == "sb" else 0.0
         if sigma < 0 or (flow == "sb" and sigma <= 0):
             raise ValueError(f"sigma must be >= 0 (and > 0 for flow='sb'), got {sigma}.")
-        super().__init__(n_features, source)
-        self.n_features = n_features
-        self.n_covariates = n_covariates
+        if data.covariates is None or data.covariates.dim() != 2:
+            raise ValueError(
+                "CFMModule needs data.covariates, the [C, P] covariate vectors of the conditions."
+            )
+        super().__init__(n_features, source, data)
+        n_covariates = self.n_covariates = data.covariates.shape[1]
         self.flow = flow
         self.sigma = float(sigma)
         self.field = VectorFieldMLP(
             n_features, n_covariates, n_hidden, n_layers, n_frequencies=n_frequencies, dropout=dropout
         )
-        self.register_buffer("covariates", torch.zeros(0, n_covariates), persistent=False)
-
-    # ------------------------------------------------------------------ conditions
-    def set_condition_covariates(self, covariates: torch.Tensor) -> None:
-        """Covariate vectors ``[C, P]`` of the C training conditions (row ``c`` for condition code ``c``)."""
-        cov = torch.as_tensor(covariates, dtype=torch.float32)
-        if cov.dim() != 2 or cov.shape[1] != self.n_covariates:
-            raise ValueError(f"covariates must have shape [C, {self.n_covariates}], got {tuple(cov.shape)}.")
-        self.covariates = cov.to(self.x_mean.device)
 
     # ------------------------------------------------------------------ coupling and paths
     def pair(self, x0: torch.Tensor, x1: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:

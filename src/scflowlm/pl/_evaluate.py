@@ -11,7 +11,7 @@ from anndata import AnnData
 
 from .._constants import EVALUATE_KEY
 from .._docs import doc_params
-from ..tl._evaluate import METRICS
+from ..tl import METRICS
 from ._utils import _finish, _new_ax
 
 if TYPE_CHECKING:

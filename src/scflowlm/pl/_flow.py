@@ -8,8 +8,8 @@ import numpy as np
 
 from .._constants import PATH_OBSM, UNS_KEY
 from .._docs import doc_params
+from .._utils import dense, random_state, subsample_idx
 from ..metrics import joint_embedding
-from ..metrics._utils import _dense, _rng, _subsample_idx
 from ._umap import COLORS, _filter
 from ._utils import _finish, _new_ax
 
@@ -105,11 +105,11 @@ def flow(
             f"no real cell matches {condition or 'the predicted conditions'}: nothing to draw the paths over"
         )
         raise ValueError(msg)
-    rng = _rng(seed)
-    real = _dense(adata_real.obsm[rep])[real_mask]
-    real = real[_subsample_idx(len(real), max_cells, rng)]  # (n_real, D)
+    rng = random_state(seed)
+    real = dense(adata_real.obsm[rep])[real_mask]
+    real = real[subsample_idx(len(real), max_cells, rng)]  # (n_real, D)
     paths = np.asarray(adata_pred.obsm[PATH_OBSM])[pred_mask]  # (n, T, D)
-    paths = paths[_subsample_idx(len(paths), n_paths, rng)]  # (p, T, D)
+    paths = paths[subsample_idx(len(paths), n_paths, rng)]  # (p, T, D)
     p, T, D = paths.shape
     if D < 2 or real.shape[1] < 2:
         msg = f"the states have {min(D, real.shape[1])} coordinate(s); a 2-D plot of paths needs at least two"

@@ -9,10 +9,8 @@ from anndata import AnnData
 
 from .._constants import SOURCE_OBSM
 from .._docs import doc_params
+from .._utils import dense, obs_mask, pca_coords, random_state, subsample_idx
 from ..metrics import joint_embedding
-from ..metrics._utils import _dense, _rng, _subsample_idx
-from ..tl._embedding import _pca_coords
-from ..tl._utils import _match_mask
 from ._utils import _finish, _new_ax
 
 if TYPE_CHECKING:
@@ -37,7 +35,7 @@ def _filter(
     if unknown:
         msg = f"condition key(s) {unknown} are not obs columns; columns: {list(adata.obs.columns)[:10]}"
         raise KeyError(msg)
-    return _match_mask(adata.obs, {k: v for k, v in condition.items() if k in adata.obs.columns})
+    return obs_mask(adata.obs, {k: v for k, v in condition.items() if k in adata.obs.columns})
 
 
 @doc_params()
@@ -94,7 +92,7 @@ def umap_overlap(
     with ``return_fig``, or None once shown.
     """
     col = COLORS | dict(colors or {})
-    pr, pp = _pca_coords(adata_real, adata_pred, rep=rep)  # (n_real, k), (n_pred, k)
+    pr, pp = pca_coords(adata_real, adata_pred, rep=rep)  # (n_real, k), (n_pred, k)
     mr, mp = (
         _filter(adata_real, condition, other=adata_pred),
         _filter(adata_pred, condition, other=adata_real),
@@ -104,13 +102,13 @@ def umap_overlap(
         raise ValueError(msg)
     sets = {"real": pr[mr], "generated": pp[mp]}
     if source is True:
-        sets["source"] = _dense(adata_pred.obsm[SOURCE_OBSM])[mp]
+        sets["source"] = dense(adata_pred.obsm[SOURCE_OBSM])[mp]
     elif isinstance(source, AnnData):
-        sets["source"] = _pca_coords(adata_real, source, rep=rep)[1]
+        sets["source"] = pca_coords(adata_real, source, rep=rep)[1]
     elif source is not None and source is not False:
-        sets["source"] = _dense(source)
-    rng = _rng(seed)
-    sets = {k: v[_subsample_idx(len(v), max_cells, rng)] for k, v in sets.items()}
+        sets["source"] = dense(source)
+    rng = random_state(seed)
+    sets = {k: v[subsample_idx(len(v), max_cells, rng)] for k, v in sets.items()}
     names = list(sets)
     rest = np.concatenate([sets[k] for k in names[1:]])
     ur, urest = joint_embedding(sets["real"], rest, space="umap", n_components=2, seed=seed)

@@ -12,10 +12,9 @@ import scipy.sparse as sp
 
 from .._constants import SOURCE_OBSM, UNS_KEY
 from .._docs import doc_params
+from .._utils import column_mean, dense, obs_mask, pearson, random_state
 from .._warnings import ScflowlmWarning
-from ..metrics._correlations import _pearson
-from ..metrics._utils import _dense, _mean, _rng
-from ._utils import _check_keys, _conditions_in, _match_mask, _resolve_keys
+from ._utils import _check_keys, _conditions_in, _resolve_keys
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -53,7 +52,7 @@ class _Shifts:
         return dict(zip(self.ckeys, ctx, strict=True)) | {self.pkey: pert}
 
     def mask(self, ctx: tuple, pert: str) -> np.ndarray:
-        return _match_mask(self.adata.obs, self.cond(ctx, pert))
+        return obs_mask(self.adata.obs, self.cond(ctx, pert))
 
     def means(self, ctx: tuple, pert: str) -> dict[str, np.ndarray] | None:
         """Mean of each representation over the cells of (context, perturbation); None without cells."""
@@ -64,7 +63,7 @@ class _Shifts:
                 self._means[key] = None
             else:
                 self._means[key] = {
-                    r: _mean(self.adata.X[m] if r == "X" else self.adata.obsm[r][m]) for r in self.reps
+                    r: column_mean(self.adata.X[m] if r == "X" else self.adata.obsm[r][m]) for r in self.reps
                 }
         return self._means[key]
 
@@ -81,7 +80,7 @@ class _Shifts:
     def nearest(self, ctx: tuple, candidates: list[tuple]) -> tuple:
         """Candidate context whose control mean (genes) correlates best with the control mean of ``ctx``."""
         ref = self.means(ctx, self.ctrl)["X"]
-        r = [_pearson(ref, self.means(c, self.ctrl)["X"]) for c in candidates]
+        r = [pearson(ref, self.means(c, self.ctrl)["X"]) for c in candidates]
         return candidates[int(np.nanargmax(np.nan_to_num(r, nan=-np.inf)))]
 
     def other_shift(self, ctx: tuple, pert: str, mode: str) -> tuple[dict[str, np.ndarray] | None, str]:
@@ -149,8 +148,8 @@ def _predict(
                 )
                 source = "none"
         idx = np.flatnonzero(m_ctrl)
-        x = _dense(adata.X[idx])  # (n_ctrl, genes)
-        obsm = {k: _dense(adata.obsm[k][idx]) for k in sh.reps[1:]}
+        x = dense(adata.X[idx])  # (n_ctrl, genes)
+        obsm = {k: dense(adata.obsm[k][idx]) for k in sh.reps[1:]}
         src_obsm = {SOURCE_OBSM: obsm[sh.reps[1]].copy()} if len(sh.reps) > 1 else {}
         if shift is not None:
             x = x + shift["X"][None, :]
@@ -335,10 +334,10 @@ def baseline_real_vs_real(
         msg = "condition_keys is needed: pass it, or register adata with setup_anndata (uns['scflowlm'])"
         raise ValueError(msg)
     _check_keys(adata, list(condition_keys))
-    rng = _rng(seed)
+    rng = random_state(seed)
     take = np.zeros(adata.n_obs, dtype=bool)
     for cond in _as_list(conditions):
-        idx = np.flatnonzero(_match_mask(adata.obs, cond))
+        idx = np.flatnonzero(obs_mask(adata.obs, cond))
         if len(idx) < 2:
             msg = f"need at least 2 cells to split {cond}, got {len(idx)}"
             raise ValueError(msg)

@@ -9,8 +9,8 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
-from ..metrics._utils import _dense
-from ._utils import _check_keys, _match_mask, _resolve_keys
+from .._utils import dense, obs_mask
+from ._utils import _check_keys, _resolve_keys
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -113,15 +113,15 @@ def to_cell_eval(
     real_mask = np.zeros(adata_real.n_obs, dtype=bool)
     ctrl_mask = np.zeros(adata_real.n_obs, dtype=bool)
     for cond in conditions:
-        real_mask |= _match_mask(adata_real.obs, cond)
-        ctrl_mask |= _match_mask(adata_real.obs, {k: cond[k] for k in context_keys} | {pkey: str(ctrl)})
+        real_mask |= obs_mask(adata_real.obs, cond)
+        ctrl_mask |= obs_mask(adata_real.obs, {k: cond[k] for k in context_keys} | {pkey: str(ctrl)})
     if not ctrl_mask.any():
         msg = f"adata_real has no control cells ({pkey} == {ctrl!r}) in the contexts of the predictions"
         raise ValueError(msg)
 
     def build(X, obs: pd.DataFrame, labels: list[str]) -> AnnData:
         out = ad.AnnData(
-            np.maximum(_dense(X), 0.0).astype(np.float32), var=pd.DataFrame(index=pd.Index(genes))
+            np.maximum(dense(X), 0.0).astype(np.float32), var=pd.DataFrame(index=pd.Index(genes))
         )
         out.obs = pd.DataFrame(
             {k: obs[k].astype(str).to_numpy() for k in keys}, index=pd.Index(obs.index.astype(str))

@@ -11,7 +11,7 @@ import scanpy as sc
 import scipy.sparse as sp
 from anndata import AnnData
 
-from ..metrics._utils import _dense
+from .._utils import dense
 
 __all__ = ["top_de_genes"]
 
@@ -61,7 +61,7 @@ def top_de_genes(
         raise ValueError(msg)
     x = adata.layers[layer] if layer is not None else adata.X
     sub = x[np.concatenate([ti, ri])]
-    tmp = AnnData(sub if sp.issparse(sub) else _dense(sub))
+    tmp = AnnData(sub if sp.issparse(sub) else dense(sub))
     tmp.var_names = np.arange(adata.n_vars).astype(str)
     tmp.obs["group"] = pd.Categorical(["target"] * len(ti) + ["reference"] * len(ri))
     with warnings.catch_warnings():

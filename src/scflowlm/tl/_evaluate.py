@@ -11,6 +11,7 @@ import pandas as pd
 
 from .._constants import EVALUATE_KEY, UNS_KEY
 from .._docs import doc_params
+from .._utils import dense, obs_mask, pca_coords, random_state, subsample_idx
 from ..data import same_value
 from ..metrics import (
     adaptive_mmd,
@@ -18,15 +19,13 @@ from ..metrics import (
     fit_leiden_classifier,
     inception_score,
     joint_embedding,
+    leiden_kl,
     mean_correlations,
     mmd,
     wasserstein,
 )
-from ..metrics._leiden import _cluster_distribution, _kl
-from ..metrics._utils import _dense, _rng, _subsample_idx
 from ._de import top_de_genes
-from ._embedding import _pca_coords
-from ._utils import _check_keys, _conditions_in, _match_mask, _resolve_keys
+from ._utils import _check_keys, _conditions_in, _resolve_keys
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -106,8 +105,8 @@ def _distances(
     real, pred, wanted, *, space, gamma, w2_method, max_cells, n_umap, seed, subsample_seed
 ) -> dict:
     """The distribution distances in ``space``, each set subsampled to ``max_cells`` first."""
-    rng = _rng(subsample_seed)
-    a, b = real[_subsample_idx(len(real), max_cells, rng)], pred[_subsample_idx(len(pred), max_cells, rng)]
+    rng = random_state(subsample_seed)
+    a, b = real[subsample_idx(len(real), max_cells, rng)], pred[subsample_idx(len(pred), max_cells, rng)]
     if len(a) < 2 or len(b) < 2:
         return {}
     if space == "umap":
@@ -125,8 +124,7 @@ def _leiden(clf: LeidenClassifier, real_labels: np.ndarray, pred: np.ndarray, wa
     """Leiden-cluster KL of the predicted vs the real cells, and the inception score of the predicted ones."""
     out = {}
     if "leiden_kl" in wanted:
-        p = _cluster_distribution(real_labels, clf.n_clusters)
-        out["leiden_kl"] = _kl(p, _cluster_distribution(clf.predict(pred), clf.n_clusters), 1e-6)
+        out["leiden_kl"] = leiden_kl(None, pred, classifier=clf, real_labels=real_labels)
     if "inception_score" in wanted:
         out["inception_score"] = inception_score(pred, classifier=clf)
     return out
@@ -262,14 +260,14 @@ def evaluate(
     if (
         conditions is None
     ):  # every predicted condition with real cells (values compared by the columns' types)
-        conditions = [c for c in _conditions_in(adata_pred.obs, keys) if _match_mask(adata_real.obs, c).any()]
+        conditions = [c for c in _conditions_in(adata_pred.obs, keys) if obs_mask(adata_real.obs, c).any()]
         if not include_controls:
             conditions = [c for c in conditions if not same_value(c[perturbation_key], control_value)]
     conditions = [{k: str(c[k]) for k in keys} for c in conditions]
 
     pca_real = pca_pred = None
     if any(m in DISTRIBUTION_METRICS + LEIDEN_METRICS for m in wanted):
-        pca_real, pca_pred = _pca_coords(adata_real, adata_pred, rep=rep)  # (n_real, k), (n_pred, k)
+        pca_real, pca_pred = pca_coords(adata_real, adata_pred, rep=rep)  # (n_real, k), (n_pred, k)
     clf = real_labels = None
     if any(m in LEIDEN_METRICS for m in wanted):
         clf = leiden_classifier or fit_leiden_classifier(pca_real, resolution=leiden_resolution, seed=seed)
@@ -283,10 +281,10 @@ def evaluate(
 
     rows = []
     for i, cond in enumerate(conditions):
-        m_real, m_pred = _match_mask(adata_real.obs, cond), _match_mask(adata_pred.obs, cond)
+        m_real, m_pred = obs_mask(adata_real.obs, cond), obs_mask(adata_pred.obs, cond)
         row: dict[str, Any] = dict(cond) | {"n_real": int(m_real.sum()), "n_pred": int(m_pred.sum())}
         if row["n_real"] and row["n_pred"]:
-            ctrl = _match_mask(
+            ctrl = obs_mask(
                 adata_real.obs, {k: cond[k] for k in context_keys} | {perturbation_key: control_value}
             )
             is_control = same_value(cond[perturbation_key], control_value)
@@ -298,8 +296,8 @@ def evaluate(
             if any(m in DISTRIBUTION_METRICS for m in wanted):
                 if space == "raw":
                     real, pred = (
-                        _dense(adata_real.X[np.flatnonzero(m_real)]),
-                        _dense(adata_pred.X[np.flatnonzero(m_pred)]),
+                        dense(adata_real.X[np.flatnonzero(m_real)]),
+                        dense(adata_pred.X[np.flatnonzero(m_pred)]),
                     )
                 else:
                     real, pred = pca_real[m_real], pca_pred[m_pred]

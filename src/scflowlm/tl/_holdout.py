@@ -5,8 +5,8 @@ from __future__ import annotations
 import warnings
 from typing import TYPE_CHECKING, Any
 
+from .._utils import random_state
 from .._warnings import ScflowlmWarning
-from ..metrics._utils import _rng
 from ._utils import _check_keys
 
 if TYPE_CHECKING:
@@ -70,7 +70,7 @@ def holdout_combinations(
     def is_control(c: dict[str, str]) -> bool:
         return any(c.get(k) == v for k, v in control.items())
 
-    rng = _rng(seed)
+    rng = random_state(seed)
     held: list[dict[str, str]] = []
     held_set: set[tuple] = set()
     for group in sorted({c[group_key] for c in combos}):

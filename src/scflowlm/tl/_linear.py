@@ -10,9 +10,9 @@ import pandas as pd
 
 from .._constants import UNS_KEY
 from .._docs import doc_params
-from ..metrics._utils import _dense, _mean
+from .._utils import column_mean, dense, obs_mask
 from ._baselines import _record
-from ._utils import _check_keys, _conditions_in, _match_mask, _resolve_keys
+from ._utils import _check_keys, _conditions_in, _resolve_keys
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -101,8 +101,8 @@ def baseline_linear(
     obs = adata.obs
 
     def mean_of(cond: dict[str, str]) -> np.ndarray | None:
-        m = _match_mask(obs, cond)
-        return _mean(adata.X[m]) if m.any() else None
+        m = obs_mask(obs, cond)
+        return column_mean(adata.X[m]) if m.any() else None
 
     seen = [c for c in _conditions_in(obs, keys) if tuple(c[k] for k in keys) not in target_set]
     contexts = sorted({tuple(c[k] for k in ckeys) for c in seen})
@@ -164,7 +164,7 @@ def baseline_linear(
     parts = []
     for i, cond in enumerate(targets):
         ctx = tuple(cond[k] for k in ckeys)
-        m_ctrl = _match_mask(obs, dict(zip(ckeys, ctx, strict=True)) | {perturbation_key: ctrl})
+        m_ctrl = obs_mask(obs, dict(zip(ckeys, ctx, strict=True)) | {perturbation_key: ctrl})
         if not m_ctrl.any():
             msg = f"no control cells for the context of {cond}"
             raise ValueError(msg)
@@ -174,8 +174,8 @@ def baseline_linear(
             for s in pert.split(combo_sep):  # a combination: the sum of its predicted singles
                 change += G @ W @ embed(ctx, s) + b
         idx = np.flatnonzero(m_ctrl)
-        x = _dense(adata.X[idx]) + change[None, :]
-        obsm = {k: _dense(adata.obsm[k][idx]) + (change @ loadings)[None, :] for k in reps}
+        x = dense(adata.X[idx]) + change[None, :]
+        obsm = {k: dense(adata.obsm[k][idx]) + (change @ loadings)[None, :] for k in reps}
         names = [f"linear-{i}-{j}" for j in range(len(idx))]
         frame = pd.DataFrame({k: [cond[k]] * len(idx) for k in keys}, index=names)
         frame["baseline"] = "linear"

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from anndata import AnnData
 
 from .._constants import UNS_KEY
-from ..data import match_mask
-from ..metrics._utils import _dense
+from .._utils import PredictionRecord, dense
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Sequence
 
+    import numpy as np
     import pandas as pd
 
 
@@ -21,29 +20,14 @@ def _as_array(x: AnnData | np.ndarray, rep: str | None = None) -> np.ndarray:
     """Cells x features array from an array or from ``adata.obsm[rep]`` (``adata.X`` if ``rep`` is None)."""
     if isinstance(x, AnnData):
         if rep is None or rep == "X":
-            return _dense(x.X)
+            return dense(x.X)
         if rep in x.obsm:
-            return _dense(x.obsm[rep])
+            return dense(x.obsm[rep])
         if rep in x.layers:
-            return _dense(x.layers[rep])
+            return dense(x.layers[rep])
         msg = f"{rep!r} is neither in adata.obsm nor in adata.layers"
         raise KeyError(msg)
-    return _dense(x)
-
-
-def _match_mask(obs: pd.DataFrame, condition: Mapping[str, Any]) -> np.ndarray:
-    """Boolean mask of the rows of ``obs`` whose columns equal every value of ``condition``.
-
-    Values are compared by the column's type (:func:`scflowlm.data.match_mask`): ``1``, ``1.0`` and ``"1"`` find
-    the same cells of an integer or float column.
-    """
-    mask = np.ones(len(obs), dtype=bool)
-    for key, value in condition.items():
-        if key not in obs.columns:
-            msg = f"obs has no column {key!r}"
-            raise KeyError(msg)
-        mask &= match_mask(obs[key], value)
-    return mask
+    return dense(x)
 
 
 def _conditions_in(obs: pd.DataFrame, keys: Sequence[str]) -> list[dict[str, Any]]:
@@ -70,12 +54,10 @@ def _resolve_keys(
     A prediction records them (``predict_perturbation``, ``tl.baseline_*``), and so does ``setup_anndata``; the
     first of ``adatas`` with a record is read.
     """
-    record: Mapping[str, Any] = next(
-        (a.uns[UNS_KEY] for a in adatas if a is not None and UNS_KEY in a.uns), {}
-    )
-    keys = list(condition_keys) if condition_keys is not None else record.get("condition_keys")
-    pkey = perturbation_key if perturbation_key is not None else record.get("perturbation_key")
-    ctrl = control_value if control_value is not None else record.get("control_value")
+    record = PredictionRecord.read(*adatas)
+    keys = list(condition_keys) if condition_keys is not None else getattr(record, "condition_keys", None)
+    pkey = perturbation_key if perturbation_key is not None else getattr(record, "perturbation_key", None)
+    ctrl = control_value if control_value is not None else getattr(record, "control_value", None)
     if keys is None or pkey is None or ctrl is None:
         msg = (
             "condition_keys, perturbation_key and control_value are needed: pass them, or use AnnData that records "

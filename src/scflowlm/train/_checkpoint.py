@@ -43,7 +43,7 @@ def check_checkpoint(path: str | os.PathLike, module: torch.nn.Module, data: Map
     path
         A Lightning checkpoint (``last.ckpt``).
     module
-        The module to resume: the checkpoint's weights must have its names and shapes.
+        The module to resume: the checkpoint's weights (parameters) must have its names and shapes.
     data
         What identifies the training data (cells, conditions, split); compared with the record the training
         plan wrote into the checkpoint (:data:`DATA_KEY`), entry by entry.
@@ -51,9 +51,11 @@ def check_checkpoint(path: str | os.PathLike, module: torch.nn.Module, data: Map
     path = os.fspath(path)
     ckpt = _read(path)
     saved = {k.removeprefix("module."): v for k, v in ckpt["state_dict"].items() if k.startswith("module.")}
-    own = module.state_dict()
-    missing, extra = sorted(set(own) - set(saved)), sorted(set(saved) - set(own))
-    shapes = [k for k in set(own) & set(saved) if tuple(own[k].shape) != tuple(saved[k].shape)]
+    # the architecture is the parameters (the data buffers have the size of the data, which the record checks)
+    params = dict(module.named_parameters())
+    missing = sorted(set(params) - set(saved))
+    extra = sorted(set(saved) - set(module.state_dict()))
+    shapes = [k for k in set(params) & set(saved) if tuple(params[k].shape) != tuple(saved[k].shape)]
     if missing or extra or shapes:
         raise ValueError(
             f"ckpt_path {path!r} was written by a model of another architecture or class (weights missing: "

@@ -4,33 +4,20 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import logging
 import warnings
 
 import torch
 from scvi.train import TrainRunner
 
-__all__ = ["FlowTrainRunner", "quiet_loggers", "quiet_training"]
+from scflowlm._utils import quiet_loggers
+
+__all__ = ["FlowTrainRunner", "quiet_training"]
 
 #: the logger of Lightning's start-up lines ("GPU available", "TPU available", tips, "Trainer.fit stopped")
 LIGHTNING_INFO_LOGGER = "lightning.pytorch.utilities.rank_zero"
 #: warnings that libraries raise inside each other during training, which a user cannot act on:
 #: Lightning 2.6 builds torch's deprecated ``LeafSpec`` (torch >= 2.10 warns on every ``fit``).
 LIBRARY_INTERNAL_WARNINGS = (r".*isinstance\(treespec, LeafSpec\)` is deprecated",)
-
-
-@contextlib.contextmanager
-def quiet_loggers(*names: str, enabled: bool = True):
-    """Raise the given loggers to WARNING while the block runs (their INFO lines are chatter to a user)."""
-    loggers = [logging.getLogger(n) for n in names] if enabled else []
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(max(lg.getEffectiveLevel(), logging.WARNING))
-    try:
-        yield
-    finally:
-        for lg, level in zip(loggers, levels, strict=True):
-            lg.setLevel(level)
 
 
 @contextlib.contextmanager

@@ -1,4 +1,4 @@
-"""Real and predicted cells in one PCA space (the space the distribution metrics of ``evaluate`` start from)."""
+"""Real and predicted cells in one PCA space (where ``tl.evaluate``'s distances and ``pl``'s embeddings start)."""
 
 from __future__ import annotations
 
@@ -6,14 +6,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..metrics._embedding import _top_pcs
-from ..metrics._utils import _dense, _mean
+from ._arrays import column_mean, dense, top_pcs
 
 if TYPE_CHECKING:
     from anndata import AnnData
 
 
-def _pca_coords(
+def pca_coords(
     adata_real: AnnData,
     adata_pred: AnnData,
     *,
@@ -33,17 +32,17 @@ def _pca_coords(
     """
     has_real = rep in adata_real.obsm
     if has_real and rep in adata_pred.obsm:
-        r, p = _dense(adata_real.obsm[rep]), _dense(adata_pred.obsm[rep])
+        r, p = dense(adata_real.obsm[rep]), dense(adata_pred.obsm[rep])
         if r.shape[1] == p.shape[1]:
             return r, p
     if list(adata_real.var_names) != list(adata_pred.var_names):
         msg = "adata_real and adata_pred must have the same var_names to share a PCA"
         raise ValueError(msg)
-    mu = _mean(adata_real.X)  # (genes,)
+    mu = column_mean(adata_real.X)  # (genes,)
     if has_real and "PCs" in adata_real.varm:
         pcs = np.asarray(adata_real.varm["PCs"], dtype=np.float64)  # (genes, k)
-        if pcs.shape[1] == _dense(adata_real.obsm[rep]).shape[1]:
-            return _dense(adata_real.obsm[rep]), (_dense(adata_pred.X) - mu) @ pcs
-    xr = _dense(adata_real.X) - mu  # (n_real, genes)
-    pcs = _top_pcs(xr, n_pcs)  # (genes, k)
-    return xr @ pcs, (_dense(adata_pred.X) - mu) @ pcs
+        if pcs.shape[1] == dense(adata_real.obsm[rep]).shape[1]:
+            return dense(adata_real.obsm[rep]), (dense(adata_pred.X) - mu) @ pcs
+    xr = dense(adata_real.X) - mu  # (n_real, genes)
+    pcs = top_pcs(xr, n_pcs)  # (genes, k)
+    return xr @ pcs, (dense(adata_pred.X) - mu) @ pcs

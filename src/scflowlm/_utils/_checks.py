@@ -1,0 +1,18 @@
+"""Argument checks shared by the models and tools (one rule per kind of argument)."""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any
+
+__all__ = ["check_int"]
+
+
+def check_int(name: str, value: Any, *, minimum: int = 1, allow_none: bool = False) -> None:
+    """Raise a ValueError naming ``name`` unless ``value`` is an integer in ``[minimum, 2**63)`` (not a bool)."""
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
+    if value >= 2**63:
+        raise ValueError(f"{name} must be below 2**63 (a 64-bit integer), got {value!r}.")
