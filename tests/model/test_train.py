@@ -72,12 +72,12 @@ def _keep_global_seed():
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"max_epochs": 0}, r"max_epochs must be a positive integer .*got 0"),  # bug 9
-        ({"max_epochs": -1}, r"max_epochs must be a positive integer .*got -1"),
-        ({"max_epochs": 1.5}, r"max_epochs must be a positive integer .*got 1.5"),
+        ({"max_epochs": 0}, r"max_epochs must be an integer >= 1, got 0"),  # bug 9
+        ({"max_epochs": -1}, r"max_epochs must be an integer >= 1, got -1"),
+        ({"max_epochs": 1.5}, r"max_epochs must be an integer >= 1, got 1.5"),
         ({"train_size": 1.5}, r"train_size must be in \(0, 1\], got 1.5"),  # bug 5
         ({"validation_size": -0.2}, r"validation_size must be in \[0, 1\) or None, got -0.2"),
-        ({"batch_size": 2.5}, r"batch_size must be a positive integer, got 2.5"),
+        ({"batch_size": 2.5}, r"batch_size must be an integer >= 1, got 2.5"),
         ({"lr": float("nan")}, r"lr must be a positive number"),
         ({"holdout": "NK"}, r"holdout must be a dict of obs column -> value"),
         ({"holdout": {"cell_type": "Plasma"}}, r"matches no cell"),

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 from scvi.dataloaders import DataSplitter
 
+from scflowlm._utils import check_int
 from scflowlm.data import match_mask
 
 if TYPE_CHECKING:
@@ -30,12 +31,8 @@ def check_train_args(
     ckpt_path: Any = None,
 ) -> None:
     """Raise a ValueError naming a ``train`` argument that would give a silently wrong run."""
-    if max_epochs is not None and (not isinstance(max_epochs, numbers.Integral) or max_epochs < 1):
-        raise ValueError(
-            f"max_epochs must be a positive integer (or None for the default), got {max_epochs!r}."
-        )
-    if not isinstance(batch_size, numbers.Integral) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
+    check_int("max_epochs", max_epochs, minimum=1, allow_none=True)
+    check_int("batch_size", batch_size, minimum=1)
     if not isinstance(train_size, numbers.Real) or not 0 < train_size <= 1:
         raise ValueError(f"train_size must be in (0, 1], got {train_size!r}.")
     if validation_size is not None and (
