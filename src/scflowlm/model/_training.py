@@ -58,6 +58,7 @@ class TrainingMixin:
         ckpt_path: str | None = None,
         ema_decay: float | None = None,
         verbose: bool = False,
+        enable_progress_bar: bool | None = None,
         **trainer_kwargs,
     ) -> None:
         """Train with teacher forcing (simulation-free), through scvi-tools and Lightning.
@@ -107,7 +108,13 @@ class TrainingMixin:
             ends with them (:class:`~scflowlm.train.EMAWeights`). ``None``: no average.
         verbose
             Also print Lightning's informational lines (accelerator availability, tips, why ``fit`` stopped).
-            By default only the progress bar (with the training loss) and warnings are shown.
+            By default only the progress (with the training loss) and warnings are shown.
+        enable_progress_bar
+            How training shows its progress. ``None`` (default): a progress bar on a terminal or in a notebook;
+            where no terminal watches the output (a pipe, ``nohup``, SLURM, CI) a plain line about every tenth
+            of the epochs instead (:class:`~scflowlm.train.ProgressLines`: epoch, training loss, elapsed
+            time), so that logs stay short. ``True``: the bar wherever the output goes. ``False``: no progress
+            output.
         **trainer_kwargs
             Passed to the Lightning trainer (``precision="bf16-mixed"``, ``strategy``, ``callbacks``, ...).
 
@@ -223,6 +230,7 @@ class TrainingMixin:
             callbacks=callbacks,
             ckpt_path=None if ckpt_path is None else os.fspath(ckpt_path),
             verbose=verbose,
+            enable_progress_bar=enable_progress_bar,
             **trainer_kwargs,
         )
         self.test_indices = test_idx  # the held-out cells (the splitter's test set may hold unused controls)

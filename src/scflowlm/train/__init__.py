@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ._callbacks import BestWeights, EMAWeights, ExceptionRecorder, LastCheckpoint
 from ._plan import FlowTrainingPlan, NonFiniteLossError
+from ._progress import ProgressLines, interactive_output, progress_trainer_kwargs
 from ._runner import FlowTrainRunner, quiet_training
 
 __all__ = [
@@ -14,5 +15,8 @@ __all__ = [
     "FlowTrainingPlan",
     "LastCheckpoint",
     "NonFiniteLossError",
+    "ProgressLines",
+    "interactive_output",
+    "progress_trainer_kwargs",
     "quiet_training",
 ]
