@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import platform
 import sys
 import time
@@ -141,6 +142,17 @@ class StepTimer(Callback):
     def steps_per_s(self) -> float:
         """Timed steps per second (NaN before any was timed)."""
         return len(self.times) / self.times[-1] if self.times and self.times[-1] > 0 else float("nan")
+
+
+@contextlib.contextmanager
+def keep_threads():
+    """Keep torch's CPU thread count across the block: loading and preprocessing a data set with scanpy can reset
+    it (OpenMP's count, which torch reads, put back to the machine's cores)."""
+    n = torch.get_num_threads()
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
 
 
 class Timer:

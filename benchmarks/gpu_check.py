@@ -292,7 +292,8 @@ def backed_rows(size: Sizes, tmpdir: Path) -> list[dict]:
 def kang_data(size: Sizes) -> tuple[str, object, dict, list[list[dict]]]:
     """(label, adata, setup kwargs, held-out groups): Kang 2018 as the scoreboard loads it, else synthetic."""
     if (C.SHARED / "kang2018_muscat_example").exists():
-        adata, setup, groups = scoreboard.load("kang")
+        with C.keep_threads():
+            adata, setup, groups = scoreboard.load("kang")
         return "Kang 2018", adata, setup, groups[: size.kang_holdouts]
     adata = scflowlm.data.synthetic_perturbation(n_cells_per_condition=60, n_genes=100, n_pcs=16, seed=0)
     return "synthetic (Kang data not found)", adata, SYNTHETIC_SETUP, [[HELD]]

@@ -194,7 +194,8 @@ def main() -> None:
 
     if not (C.SHARED / "kang2018_muscat_example").exists():
         sys.exit(f"The Kang example is not at {C.SHARED}; it lives in ../shared/data beside the repository.")
-    adata, setup, groups = scoreboard.load("kang")
+    with C.keep_threads():
+        adata, setup, groups = scoreboard.load("kang")
     group = (
         next((g for g in groups if g[0]["cell_type"] == args.held_out), None) if args.held_out else groups[0]
     )
