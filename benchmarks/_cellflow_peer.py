@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import sys
 import time
 
@@ -47,6 +48,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--width", type=int, default=256, help="width of every MLP layer of the velocity field")
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--condition-dim", type=int, default=64)
+    p.add_argument(
+        "--time-predict",
+        type=int,
+        nargs="*",
+        default=[],
+        help="also time predicting this many cells of the first held-out condition (its control cells repeated)",
+    )
+    p.add_argument(
+        "--time-predict-repeats", type=int, default=2, help="timed calls per size (after a warm-up)"
+    )
     return p.parse_args(argv)
 
 
@@ -145,14 +156,14 @@ def main(argv=None) -> int:
     t_train = time.perf_counter()
     losses = cf.trainer.training_logs["loss"]
 
-    # Predict every held-out condition from its cell type's control cells.
-    blocks = []
-    for ct, cond in holdout:
-        src = is_control & (cell_type == ct)
-        names = adata.obs_names[src].astype(str)
-        ctrl_obs = obs_frame([ct] * int(src.sum()), [CONTROL] * int(src.sum()))
-        ctrl_obs.index = names
-        ctrl = ad.AnnData(obs=ctrl_obs, obsm={"X_pca": x[src]})
+    def predict(ct: str, cond: str, rows: np.ndarray) -> np.ndarray:
+        """Predicted states of ``cond`` from the control cells at ``rows`` (positions; repeats allowed)."""
+        ctrl_obs = obs_frame([ct] * len(rows), [CONTROL] * len(rows))
+        unique = len(np.unique(rows)) == len(rows)  # the cells' own names, unless repeated for a timing
+        ctrl_obs.index = (
+            adata.obs_names[rows].astype(str) if unique else [f"source-{i}" for i in range(len(rows))]
+        )
+        ctrl = ad.AnnData(obs=ctrl_obs, obsm={"X_pca": x[rows]})
         ctrl.uns[PERT_REP] = pert_rep  # predict() reads the representations from this AnnData's uns
         ctrl.uns[CONTEXT] = context_rep
         cov = obs_frame([ct], [cond])  # get_prediction_data also wants the control column (False)
@@ -162,10 +173,30 @@ def main(argv=None) -> int:
         out = cf.predict(ctrl, covariate_data=cov, sample_rep="X_pca", condition_id_key="condition_id")
         (pred,) = out.values()
         pred = np.asarray(pred, dtype=np.float32)
-        if pred.shape != (len(names), x.shape[1]):
+        if pred.shape != (len(rows), x.shape[1]):
             sys.exit(f"unexpected prediction shape {pred.shape} for {ct!r}/{cond!r}")
-        blocks.append((ct, cond, names, pred))
+        return pred
+
+    # Predict every held-out condition from its cell type's control cells.
+    blocks = []
+    for ct, cond in holdout:
+        rows = np.flatnonzero(is_control & (cell_type == ct))
+        blocks.append((ct, cond, adata.obs_names[rows].astype(str), predict(ct, cond, rows)))
     t_pred = time.perf_counter()
+
+    # Generation speed: n cells of the first held-out condition, its control cells repeated; a first call of the
+    # same size compiles (JAX traces every new shape), then the best of the timed calls.
+    rates = {}
+    for n in args.time_predict:
+        ct, cond = holdout[0]
+        rows = np.resize(np.flatnonzero(is_control & (cell_type == ct)), n)
+        predict(ct, cond, rows)
+        best = float("inf")
+        for _ in range(max(args.time_predict_repeats, 1)):
+            t = time.perf_counter()
+            predict(ct, cond, rows)
+            best = min(best, time.perf_counter() - t)
+        rates[str(n)] = n / best
 
     obs = pd.DataFrame(
         {
@@ -185,6 +216,8 @@ def main(argv=None) -> int:
         "n_train_cells": int(train.n_obs),
         "final_loss": float(np.mean(losses[-50:])) if losses else float("nan"),
         "seconds": {"prepare": t_prep - t0, "train": t_train - t_prep, "predict": t_pred - t_train},
+        "predict_cells_per_s": rates,
+        "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
     res.write_h5ad(args.output)
     print(json.dumps(res.uns["cellflow_peer"]), flush=True)

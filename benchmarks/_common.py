@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import platform
 import sys
 import time
@@ -13,6 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import scanpy as sc
 import torch
+from lightning.pytorch.callbacks import Callback
 
 import scflowlm
 
@@ -76,17 +78,81 @@ KEYS = {
 }
 
 
-def write_table(name: str, title: str, table: pd.DataFrame, *, command: str, notes: str = "") -> str:
-    """Print the table as markdown and write it to docs/benchmarks/<name>.md with command, machine and date."""
+def table_text(title: str, table: pd.DataFrame, *, command: str, notes: str = "") -> str:
+    """The markdown of a benchmark table: title, command, machine, date, the table and notes."""
     md = table.to_markdown(index=False)
-    text = (
+    return (
         f"## {title}\n\nCommand: `{command}`  \nMachine: {machine()}  \nDate: {date.today().isoformat()}\n\n{md}\n"
         + (f"\n{notes}\n" if notes else "")
     )
-    DOCS.mkdir(parents=True, exist_ok=True)
-    (DOCS / f"{name}.md").write_text(text)
+
+
+def write_table(
+    name: str, title: str, table: pd.DataFrame, *, command: str, notes: str = "", path: Path | None = None
+) -> str:
+    """Print the table as markdown and write it to docs/benchmarks/<name>.md (or ``path``) with command, machine
+    and date."""
+    text = table_text(title, table, command=command, notes=notes)
+    path = DOCS / f"{name}.md" if path is None else Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
     print(text)
     return text
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, MB.
+
+    Linux's ``VmHWM`` (``/proc/self/status``): unlike ``getrusage``'s ``ru_maxrss``, which a process started with
+    ``subprocess`` inherits from its parent across ``exec`` (a fresh child of a 1 GB parent reports at least 1 GB),
+    it counts this process's own pages only. ``ru_maxrss`` where there is no ``/proc``.
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class StepTimer(Callback):
+    """Lightning callback timing the training steps after ``warmup`` steps (``.times``: seconds since the first
+    timed step, one per step; ``.steps_per_s``)."""
+
+    def __init__(self, warmup: int):
+        self.warmup, self.times, self.t0 = warmup, [], None
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.global_step == self.warmup:
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            self.t0 = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if self.t0 is not None and trainer.global_step > self.warmup:
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            self.times.append(time.perf_counter() - self.t0)
+
+    @property
+    def steps_per_s(self) -> float:
+        """Timed steps per second (NaN before any was timed)."""
+        return len(self.times) / self.times[-1] if self.times and self.times[-1] > 0 else float("nan")
+
+
+@contextlib.contextmanager
+def keep_threads():
+    """Keep torch's CPU thread count across the block: loading and preprocessing a data set with scanpy can reset
+    it (OpenMP's count, which torch reads, put back to the machine's cores)."""
+    n = torch.get_num_threads()
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
 
 
 class Timer:

@@ -17,6 +17,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 HERE = Path(__file__).resolve().parent
 CELLFLOW_SCRIPT = HERE / "_cellflow_peer.py"
@@ -223,13 +227,15 @@ def run_cellflow(
     iterations: int,
     threads: int = 1,
     timeout: float | None = None,
+    extra_args: Sequence[str] = (),
 ) -> float:
     """Train CellFlow without ``holdout`` and predict it, in the peer venv; return the subprocess's wall seconds.
 
     ``input_h5ad`` needs ``obs["cell_type"]``, ``obs["condition"]`` ("control" for control cells, "A+B" for
     combinations) and ``obsm["X_pca"]``. ``output_h5ad`` gets one predicted cell per control cell of each held-out
     condition's cell type (``obsm["X_pca"]``, ``obs["cell_type"]``, ``obs["condition"]``, ``obs["source_cell"]``).
-    JAX/XLA and the BLAS libraries are held to ``threads`` CPU threads. Raises ``RuntimeError`` with the tail of
+    JAX/XLA and the BLAS libraries are held to ``threads`` CPU threads; ``extra_args`` go to ``_cellflow_peer.py``
+    (e.g. ``["--time-predict", "1000"]``). Raises ``RuntimeError`` with the tail of
     the peer's stderr when it fails.
     """
     holdout = [{"cell_type": str(h["cell_type"]), "condition": str(h["condition"])} for h in holdout]
@@ -248,6 +254,7 @@ def run_cellflow(
         str(int(seed)),
         "--iterations",
         str(int(iterations)),
+        *extra_args,
     ]
     t0 = time.perf_counter()
     try:

@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -49,8 +48,8 @@ SETUP = {
 
 
 def rss_mb() -> float:
-    """Peak resident memory of this process so far, MB."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """Peak resident memory of this process so far, MB (its own, not its parent's: see ``C.peak_rss_mb``)."""
+    return C.peak_rss_mb()
 
 
 def _status_mb(field: str) -> float:
@@ -76,19 +75,19 @@ def reset_peak_rss() -> bool:
     return True
 
 
-def make_data(n: int, path: Path, seed: int = 0) -> None:
+def make_data(n: int, path: Path, seed: int = 0, *, n_genes: int = N_GENES, n_pcs: int = N_PCS) -> None:
     """Write the synthetic backed data set of ``n`` cells (chunked; memory stays a few hundred MB at 1M cells)."""
     import anndata as ad
     import pandas as pd
     import scipy.sparse as sp
 
     rng = np.random.default_rng(seed)
-    loadings = np.linalg.qr(rng.normal(size=(N_GENES, N_PCS)))[0].astype(np.float32)  # [G, P] orthonormal
+    loadings = np.linalg.qr(rng.normal(size=(n_genes, n_pcs)))[0].astype(np.float32)  # [G, P] orthonormal
     types = rng.integers(N_TYPES, size=n)
     perts = rng.integers(N_PERTS, size=n)  # 0 = control
     # per type / perturbation: 40 favoured genes' rates
     programs = rng.normal(size=(N_TYPES + N_PERTS, 40)) * 0.5
-    genes = rng.integers(N_GENES, size=(N_TYPES + N_PERTS, 40))
+    genes = rng.integers(n_genes, size=(N_TYPES + N_PERTS, 40))
     rows, cols, vals = [], [], []
     for start in range(0, n, 100_000):
         idx = np.arange(start, min(start + 100_000, n))
@@ -102,11 +101,11 @@ def make_data(n: int, path: Path, seed: int = 0) -> None:
         cols.append(g[keep])
         vals.append(np.log1p(counts[keep]).astype(np.float32))
     X = sp.csr_matrix(
-        (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n, N_GENES)
+        (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n_genes)
     )
     X.sum_duplicates()
     means = np.asarray(X.mean(0)).ravel()
-    pcs = np.zeros((n, N_PCS), dtype=np.float32)
+    pcs = np.zeros((n, n_pcs), dtype=np.float32)
     for start in range(0, n, 50_000):
         block = X[start : start + 50_000]
         pcs[start : start + 50_000] = block @ loadings - means @ loadings
@@ -119,7 +118,7 @@ def make_data(n: int, path: Path, seed: int = 0) -> None:
         },
         index=np.char.add("c", np.arange(n).astype(str)),
     )
-    adata = ad.AnnData(X=X, obs=obs, var=pd.DataFrame(index=[f"g{i}" for i in range(N_GENES)]))
+    adata = ad.AnnData(X=X, obs=obs, var=pd.DataFrame(index=[f"g{i}" for i in range(n_genes)]))
     adata.obsm["X_pca"] = pcs
     adata.varm["PCs"] = loadings
     adata.write_h5ad(path)
@@ -130,7 +129,6 @@ def measure(n: int, path: Path, steps: int, predict_cells: int, threads: int) ->
     import anndata as ad
     import scvi
     import torch
-    from lightning.pytorch.callbacks import Callback
 
     import scflowlm
 
@@ -147,19 +145,7 @@ def measure(n: int, path: Path, steps: int, predict_cells: int, threads: int) ->
     obsm_mb = adata.obsm["X_pca"].nbytes / 2**20
     model = scflowlm.CaLMFlowModel(adata)
 
-    class StepTimer(Callback):
-        def __init__(self, warmup: int):
-            self.warmup, self.times = warmup, []
-
-        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-            if trainer.global_step == self.warmup:
-                self.t0 = time.perf_counter()
-
-        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-            if trainer.global_step > self.warmup:
-                self.times.append(time.perf_counter() - self.t0)
-
-    timer = StepTimer(warmup=20)
+    timer = C.StepTimer(warmup=20)
     model.train(
         max_epochs=1000,
         max_steps=steps + 20,
@@ -169,7 +155,7 @@ def measure(n: int, path: Path, steps: int, predict_cells: int, threads: int) ->
         check_val_every_n_epoch=10**6,
         train_size=0.9,
     )
-    train_cells_s = 128 * (len(timer.times)) / max(timer.times[-1], 1e-9) if timer.times else float("nan")
+    train_cells_s = 128 * timer.steps_per_s
     cond = {"cell_type": "type1", "perturbation": "gene7"}
     t0 = time.perf_counter()
     model.predict_perturbation(cond, n_cells=predict_cells, seed=0, batch_size=512)

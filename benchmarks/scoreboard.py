@@ -37,6 +37,7 @@ import json
 import sys
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -50,6 +51,9 @@ import _common as C
 import scflowlm
 from scflowlm import tl
 from scflowlm.model import CFMModel
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 METRICS = ["r2", "r2_de", "pearson_delta_de", "edistance", "mmd"]
 HIGHER_IS_BETTER = {"r2": True, "r2_de": True, "pearson_delta_de": True, "edistance": False, "mmd": False}
@@ -135,8 +139,10 @@ def predict_learned(model, adata, cond: dict, seed: int):
     return model.predict_perturbation(cond, n_cells=int(control_mask(adata, cond).sum()), seed=seed)
 
 
-def run_cellflow(adata, group: list[dict], seed: int, iterations: int, threads: int) -> tuple[dict, float]:
-    """Train CellFlow in its own venv; returns {condition: predicted AnnData} and the wall time."""
+def cellflow_output(
+    adata, group: list[dict], seed: int, iterations: int, threads: int, extra_args: Sequence[str] = ()
+):
+    """Train CellFlow in its own venv and predict ``group``; returns the peer's output AnnData and the wall time."""
     import _peers
     import anndata as ad
 
@@ -155,8 +161,16 @@ def run_cellflow(adata, group: list[dict], seed: int, iterations: int, threads: 
             seed=seed,
             iterations=iterations,
             threads=threads,
+            extra_args=extra_args,
         )
-        res = ad.read_h5ad(out)
+        return ad.read_h5ad(out), seconds
+
+
+def run_cellflow(adata, group: list[dict], seed: int, iterations: int, threads: int) -> tuple[dict, float]:
+    """Train CellFlow in its own venv; returns {condition: predicted AnnData} and the wall time."""
+    import anndata as ad
+
+    res, seconds = cellflow_output(adata, group, seed, iterations, threads)
     preds = {}
     for cond in group:
         m = (

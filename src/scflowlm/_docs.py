@@ -113,6 +113,10 @@ Lightning module its ``_training_plan_cls`` (:class:`~scflowlm.train.FlowTrainin
 ``_train_runner_cls`` (:class:`~scflowlm.train.FlowTrainRunner`): a subclass swaps one by setting the attribute."""
 
 DOC_TRAINER_KWARGS = """\
+``enable_progress_bar``: how training shows its progress. ``None`` (default): a progress bar on a terminal or in a
+notebook; where no terminal watches the output (a pipe, ``nohup``, SLURM, CI) a plain line about every tenth of the
+epochs instead (:class:`~scflowlm.train.ProgressLines`: epoch, training loss, elapsed time), so that logs stay
+short. ``True``: the bar wherever the output goes. ``False``: no progress output.
 Passed to the Lightning trainer through the runner: ``accelerator`` and ``devices`` (default ``"auto"``),
 ``precision="bf16-mixed"``, ``strategy="ddp"`` (see Notes), ``gradient_clip_val`` (default 1.0),
 ``early_stopping=True`` (stop when the validation loss stops improving), ``callbacks``,

@@ -65,6 +65,7 @@ class TrainingMixin:
         ckpt_path: str | None = None,
         ema_decay: float | None = None,
         verbose: bool = False,
+        enable_progress_bar: bool | None = None,
         **trainer_kwargs,
     ) -> None:
         """Train with teacher forcing (simulation-free), through scvi-tools and Lightning.

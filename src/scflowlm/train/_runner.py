@@ -11,6 +11,8 @@ from scvi.train import TrainRunner
 
 from scflowlm._utils import quiet_loggers
 
+from ._progress import progress_trainer_kwargs
+
 __all__ = ["FlowTrainRunner", "quiet_training"]
 
 #: the logger of Lightning's start-up lines ("GPU available", "TPU available", tips, "Trainer.fit stopped")
@@ -38,7 +40,19 @@ class FlowTrainRunner(TrainRunner):
 
     (scvi-tools prints ``Exception raised during training. <class 'NameError'> ...`` before re-raising any
     error; here the history is still recorded and the original exception propagates without that line.)
+
+    It also chooses how progress is shown (:func:`~scflowlm.train.progress_trainer_kwargs`):
+    ``enable_progress_bar=None`` (the default) shows scvi-tools' bar on a terminal or in a notebook and
+    :class:`~scflowlm.train.ProgressLines` elsewhere; ``True`` always the bar, ``False`` nothing.
     """
+
+    def __init__(self, model, training_plan, data_splitter, max_epochs: int, **trainer_kwargs):
+        enable = trainer_kwargs.pop("enable_progress_bar", None)
+        chosen = progress_trainer_kwargs(
+            enable_progress_bar=enable, callbacks=trainer_kwargs.pop("callbacks", None)
+        )
+        trainer_kwargs = chosen | trainer_kwargs  # an explicit simple_progress_bar wins
+        super().__init__(model, training_plan, data_splitter, max_epochs, **trainer_kwargs)
 
     def _run_training_core(self):
         try:
