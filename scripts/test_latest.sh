@@ -25,13 +25,13 @@ rm -rf "$venv"
 "$venv"/bin/python -m pip install -q --upgrade pip
 torch_pin=$(grep -E '^torch==' constraints.txt)
 "$venv"/bin/python -m pip install -q "$torch_pin"
-"$venv"/bin/python -m pip install -q --upgrade --upgrade-strategy eager "$torch_pin" "${extra[@]}" -e ".[test,doc,eval]"
+"$venv"/bin/python -m pip install -q --upgrade --upgrade-strategy eager "$torch_pin" "${extra[@]}" -e ".[test,doc,eval,genes]"
 "$venv"/bin/python -m pip list 2>/dev/null \
   | grep -iE '^(torch|transformers|tokenizers|lightning|scvi-tools|anndata|scanpy|numpy|pandas|scipy|pot) ' || true
 "$venv"/bin/python -m pytest -m "not slow" -q "$@"
 if [ "$mode" = "--write-lock" ]; then
   {
-    echo "# The tested stack: every direct and indirect dependency of .[test,doc,eval], pinned."
+    echo "# The tested stack: every direct and indirect dependency of .[test,doc,eval,genes], pinned."
     echo "# Written by 'bash scripts/test_latest.sh --write-lock' on $(date -u +%Y-%m-%d)" \
       "(Python $("$venv"/bin/python -c 'import platform; print(platform.python_version())'))."
     echo "# CPU build of torch from the local wheel; an unpinned torch pulls a multi-GB CUDA build."

@@ -103,5 +103,11 @@ def flow_data(
         "control_context": torch.zeros(len(pool), dtype=torch.long) if pool_context is None else pool_context,
         "condition_means": torch.zeros(n_conditions, n_features, dtype=torch.float64),
         "condition_shift": torch.zeros(n_conditions, n_features),
+        # one single perturbation per perturbed condition (a control has none)
+        "members": torch.tensor(
+            [[-1] if c else [i] for i, c in enumerate(controls or [False] * n_conditions)]
+        ),
+        "in_prior": torch.zeros(n_conditions, 1, dtype=torch.bool),
+        "known_singles": torch.ones(n_conditions, dtype=torch.bool),
     }
     return FlowData(**(fields | extra))

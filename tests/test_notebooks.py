@@ -19,6 +19,8 @@ KANG = (
     / "kang2018_muscat_example"
     / "kang2018_muscat_example_sce.h5ad"
 )
+#: the real data 04_combinations_and_unseen_genes reads (it would download it without)
+DEVEL = TUTORIALS / ".." / ".." / "shared" / "data" / "perturbench_devel" / "devel.h5ad"
 
 
 def test_tutorials_exist():
@@ -27,6 +29,7 @@ def test_tutorials_exist():
         "01_quickstart.ipynb",
         "02_perturbation_prediction.ipynb",
         "03_pretrained_backbone.ipynb",
+        "04_combinations_and_unseen_genes.ipynb",
     ]
 
 
@@ -54,6 +57,8 @@ def test_tutorial_executes(path, monkeypatch):
     pytest.importorskip("ipykernel")
     if path.stem.startswith("02") and not KANG.exists():
         pytest.skip("the Kang 2018 example data is not beside the repository (shared/data)")
+    if path.stem.startswith("04") and not DEVEL.exists():
+        pytest.skip("the PerturBench devel data is not beside the repository (shared/data)")
     monkeypatch.setenv("SCFLOWLM_FAST", "1")
     monkeypatch.setenv("MPLBACKEND", "agg")
     monkeypatch.delenv("SCFLOWLM_DOWNLOAD", raising=False)

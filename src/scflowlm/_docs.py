@@ -20,17 +20,26 @@ optimal transport in training; ``predict_perturbation`` returns one cell per con
 cell's own state. The noise source is needed for contexts without control cells."""
 
 DOC_START_SHIFT = """\
-Head start of control-source flows (ignored for noise). ``"none"``: a flow starts at its control cell.
-``"nearest_context"``: at its control cell plus the condition's expected shift, estimated as
-:func:`scflowlm.tl.baseline_nearest_context` does (the shift of the same perturbation in the most similar
-other context; for an unseen combination, the sum of its singles) from the training cells, never from the
-condition's own cells: training conditions get the estimate they would get if held out, and the flow learns
-to correct it. They are made from the mean states of the training conditions, ``module.condition_means`` (saved with the model)."""
+Head start of control-source flows (ignored for noise), estimated from the training cells by
+:func:`scflowlm.data.estimate_shifts` and added to the control cells a condition's flows start from; the condition
+encoder is told which single perturbations it holds. ``"auto"`` (default): ``"additive"`` when the registered
+conditions include combinations of perturbations, else ``"none"``. ``"none"``: a flow starts at its control cell.
+``"additive"``: at its control cell plus the sum of its singles' measured shifts in its context (a combination
+``"A+B"`` from ``"A"`` and ``"B"``; a measured single from itself): a zero correction of the flow is exactly
+:func:`scflowlm.tl.baseline_additive`, and the flow learns what is not additive. ``"nearest_context"``: plus the
+shift of the same perturbation in the most similar other context (:func:`scflowlm.tl.baseline_nearest_context`),
+never from the condition's own cells. They are made from the mean states of the training conditions,
+``module.condition_means`` (saved with the model)."""
 
 DOC_SHIFT_TRAINING = """\
-Where training flows start with a head start: ``"held_out"``, at the estimate each training condition would get
-if it were held out (the flow learns to correct estimates); ``"own"``, at the condition's own mean shift (the
-flow learns the shape of the response around it, predictions keep the estimate's mean)."""
+``start_shift="nearest_context"`` only: where training flows start: ``"held_out"``, at the estimate each training
+condition would get if it were held out (the flow learns to correct estimates); ``"own"``, at the condition's own
+mean shift (the flow learns the shape of the response around it, predictions keep the estimate's mean)."""
+
+DOC_PRIOR_DROPOUT = """\
+Probability that a training condition starts without its head start (drawn per condition and minibatch, with
+the encoder told so), so the model also learns every flow from the control cells alone: what a condition whose
+parts were never measured, or a new context, needs at prediction."""
 
 DOC_CONTROL_TARGETS = """\
 Control-source models only: whether control cells are also trained on, as flows from themselves to
@@ -124,15 +133,21 @@ Passed to the Lightning trainer through the runner: ``accelerator`` and ``device
 :class:`~scflowlm.train.FlowTrainingPlan` arguments, e.g. ``warmup_fraction``)."""
 
 #: every shared fragment, by the name used in ``%(name)s`` placeholders
+DOC_COMBO_SEP = """\
+Separator of the perturbations in a combination label (default: as ``setup_anndata`` recorded it, else
+``"+"``)."""
+
 FRAGMENTS = {
     "source": DOC_SOURCE,
     "start_shift": DOC_START_SHIFT,
     "shift_training": DOC_SHIFT_TRAINING,
+    "prior_dropout": DOC_PRIOR_DROPOUT,
     "control_targets": DOC_CONTROL_TARGETS,
     "train_notes": DOC_TRAIN_NOTES,
     "trainer_kwargs": DOC_TRAINER_KWARGS,
     "baseline_keys": DOC_BASELINE_KEYS,
     "baseline_common": DOC_BASELINE_COMMON,
+    "combo_sep": DOC_COMBO_SEP,
     "baseline_returns": DOC_BASELINE_RETURNS,
     "space": DOC_SPACE,
     "show": DOC_SHOW,

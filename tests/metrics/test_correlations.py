@@ -36,3 +36,24 @@ def test_pearson_delta_undefined_for_no_change():
     ctrl = rng.normal(size=(20, 10))
     out = metrics.mean_correlations(rng.normal(size=(20, 10)), ctrl, control=ctrl)
     assert np.isnan(out["pearson_delta"])
+
+
+def test_interaction_score_against_a_hand_computation():
+    """r of (prediction - reference) with (real - reference), on the chosen genes; NaN for the reference itself."""
+    real = np.array([[1.0, 2.0, 0.0, 5.0], [3.0, 2.0, 2.0, 3.0]])  # mean [2, 2, 1, 4]
+    pred = np.array([2.5, 1.0, 1.0, 5.0])
+    additive = np.array([1.0, 1.0, 1.0, 3.0])
+    out = metrics.mean_correlations(real, pred, reference=additive)
+    a, b = np.array([1.0, 1.0, 0.0, 1.0]), np.array([1.5, 0.0, 0.0, 2.0])  # real - ref, pred - ref
+    expected = ((a - a.mean()) @ (b - b.mean())) / np.sqrt(
+        ((a - a.mean()) ** 2).sum() * ((b - b.mean()) ** 2).sum()
+    )
+    assert out["pearson_interaction"] == pytest.approx(expected, rel=1e-12)
+    genes = [0, 2, 3]
+    sub = metrics.mean_correlations(real, pred, reference=additive, genes=genes)
+    assert sub["pearson_interaction"] == pytest.approx(stats.pearsonr(a[genes], b[genes])[0], rel=1e-12)
+    assert np.isnan(
+        metrics.mean_correlations(real, additive.astype(np.float32), reference=additive)[
+            "pearson_interaction"
+        ]
+    )

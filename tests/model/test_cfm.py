@@ -37,38 +37,43 @@ def trained(adata):
     return quiet_train(small_cfm(adata, flow="ot"), holdout=[HOLDOUT])
 
 
-def test_covariate_vectors(adata):
+def test_covariates_are_the_context_and_the_encoded_singles(adata):
+    """Context fields one-hot; the perturbation as the members the condition encoder reads (CaLMFlow's too)."""
     model = small_cfm(adata)
-    vocab = model.covariate_vocabulary
-    assert vocab["cell_type"] == ["B", "NK", "T"]
-    assert vocab["condition"] == ["IFNB", "TNF"]  # singles only; control has no coordinate
-    assert model.n_covariates == 5 == model.module.covariates.shape[1]
+    assert model.covariate_vocabulary == {"cell_type": ["B", "NK", "T"]}
+    assert model.vocabulary == ["IFNB", "TNF"]  # singles only; control has no member
+    assert model.module.covariates.shape[1] == 3
+    assert model.module.n_covariates == 3 + 32  # and the encoder's embedding
     np.testing.assert_array_equal(
-        model.covariate_vector({"cell_type": "T", "condition": "control"}), [0, 0, 1, 0, 0]
+        model.covariate_vector({"cell_type": "T", "condition": "control"}), [0, 0, 1]
     )
+    members = model._members(
+        [
+            {"cell_type": "B", "condition": "IFNB+TNF"},
+            {"cell_type": "B", "condition": "TNF+IFNB"},
+            {"cell_type": "B", "condition": "control"},
+            {"cell_type": "Plasma", "condition": "IFNB+XYZ"},
+        ]
+    )
+    np.testing.assert_array_equal(members, [[0, 1], [0, 1], [-1, -1], [0, -1]])  # XYZ: unknown
     np.testing.assert_array_equal(
-        model.covariate_vector({"cell_type": "B", "condition": "IFNB+TNF"}), [1, 0, 0, 1, 1]
+        model.covariate_vector({"cell_type": "Plasma", "condition": "TNF"}), [0, 0, 0]
     )
-    np.testing.assert_array_equal(
-        model.covariate_vector({"cell_type": "B", "condition": "TNF+IFNB"}), [1, 0, 0, 1, 1]
-    )
-    # unseen values -> zeros
-    np.testing.assert_array_equal(
-        model.covariate_vector({"cell_type": "Plasma", "condition": "IFNB+XYZ"}), [0, 0, 0, 1, 0]
-    )
-    # the module's table follows the condition codes
+    # the module's tables follow the condition codes
     for code, cond in enumerate(model.conditions.to_dict("records")):
         np.testing.assert_array_equal(model.module.covariates[code].numpy(), model.covariate_vector(cond))
+        np.testing.assert_array_equal(model.module.members[code].numpy()[:1], model._members([cond])[0][:1])
     assert "OT-CFM" in model._model_summary_string
 
 
 def test_values_only_in_holdout_are_zeroed(adata):
-    model = quiet_train(small_cfm(adata, flow="i"), holdout=[{"condition": "TNF"}, {"condition": "IFNB+TNF"}])
-    # TNF appears only in held-out cells: its coordinate is never trained, so it reads as unseen
-    np.testing.assert_array_equal(
-        model.covariate_vector({"cell_type": "B", "condition": "IFNB+TNF"}), [1, 0, 0, 1, 0]
-    )
-    assert model.module.covariates[:, 4].abs().sum() == 0
+    model = quiet_train(small_cfm(adata, flow="i"), holdout=[{"cell_type": "NK"}])
+    # NK appears only in held-out cells: its coordinate is never trained, so it reads as unseen
+    np.testing.assert_array_equal(model.covariate_vector({"cell_type": "NK", "condition": "TNF"}), [0, 0, 0])
+    assert model.module.covariates[:, 1].abs().sum() == 0
+    # a single perturbed only in held-out cells keeps no learned embedding either
+    held = quiet_train(small_cfm(adata, flow="i"), holdout=[{"condition": "TNF"}, {"condition": "IFNB+TNF"}])
+    assert held.module.known_singles.tolist() == [True, False]
 
 
 @pytest.mark.parametrize("flow", ["i", "ot", "sb"])

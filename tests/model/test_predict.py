@@ -215,9 +215,18 @@ def test_return_path_holds_the_rollout_from_source_to_prediction(trained):
 def test_return_path_of_a_control_source_starts_at_the_source(adata):
     setup(adata)
     model = quiet_train(small_model(adata, source="control"))
+    assert (
+        model.start_shift == "additive"
+    )  # the data have combinations: flows start at the additive head start
     ctrl = adata[(adata.obs.condition == "control") & (adata.obs.cell_type == "B")].copy()
     pred = model.predict_perturbation({"condition": "IFNB"}, source=ctrl, seed=0, return_path=True)
-    np.testing.assert_allclose(pred.obsm["X_path"][:, 0], ctrl.obsm["X_pca"], atol=1e-4)
+    table = model.condition_table
+    ifnb, control = (table.row_of({"cell_type": "B", "condition": c}) for c in ("IFNB", "control"))
+    means = model.module.condition_means.numpy()
+    np.testing.assert_allclose(
+        pred.obsm["X_path"][:, 0], ctrl.obsm["X_pca"] + means[ifnb] - means[control], atol=1e-4
+    )
+    np.testing.assert_allclose(pred.obsm["X_source"], ctrl.obsm["X_pca"], atol=1e-5)
     np.testing.assert_allclose(pred.obsm["X_path"][:, -1], pred.obsm["X_pca"], atol=1e-6)
 
 
@@ -228,7 +237,9 @@ def test_prompt_dropout_trains_on_context_free_prompts(adata):
     assert free[model.condition_table.index_of(model.condition_table.encode(HOLDOUT)[1])] == (
         "Generate a cell stimulated with IFNB+TNF:"
     )
-    assert model.module.prompt_ids.shape[0] == 2 * len(model.condition_table)  # full, then context-free
+    assert model.module.prompt_ids.shape[0] == 3 * len(
+        model.condition_table
+    )  # full, head-start reading, context-free
     quiet_train(model, max_epochs=2)
     assert np.isfinite(model.history["train_loss"].to_numpy(dtype=float)).all()
     with pytest.raises(ValueError, match=r"prompt_dropout must be in \[0, 1\)"):

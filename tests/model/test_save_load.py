@@ -270,6 +270,10 @@ def _no_gene_means(c):
     c["attr_dict"].pop("gene_means_")
 
 
+def _no_var_names(c):
+    c["attr_dict"].pop("var_names_")
+
+
 def _newer_parameter(c):
     c["attr_dict"]["init_params_"]["non_kwargs"]["gene_embeddings_v9"] = 1
 
@@ -281,6 +285,7 @@ def _newer_parameter(c):
         (_drop_weight, r"cannot be read: it is corrupt, incomplete"),
         (_reshape_weight, r"cannot be read: it is corrupt, incomplete"),
         (_no_gene_means, r"is incomplete: its attributes lack \['gene_means_'\]"),
+        (_no_var_names, r"is incomplete: its attributes lack \['var_names_'\]"),
         (_newer_parameter, r"saved by a newer scflowlm .*gene_embeddings_v9.*Upgrade scflowlm"),
     ],
 )

@@ -344,6 +344,16 @@ def test_too_few_perturbed_cells_says_controls_are_sources():
         model.train(max_epochs=1, batch_size=80, train_size=0.9)
 
 
+def test_only_control_cells_say_there_is_nothing_to_train_on():
+    """With only control cells and control_targets=False, no smaller batch_size helps: say why, not that."""
+    adata = data()
+    adata = setup(adata[adata.obs["condition"] == "control"].copy())
+    model = small_model(adata, source="control")
+    with pytest.raises(ValueError, match=r"no cells to train on \(\d+ control cells are not flows") as err:
+        model.train(max_epochs=1, batch_size=16)
+    assert "smaller batch_size" not in str(err.value)
+
+
 # ---------------------------------------------------------------- resuming only what a checkpoint can continue
 
 
@@ -390,6 +400,23 @@ def test_resume_refuses_a_checkpoint_of_another_architecture(checkpoint, cls, kw
     model = small_model(adata, **kwargs) if cls is CaLMFlowModel else cls(adata, **kwargs)
     with pytest.raises(ValueError, match=match):
         _resume(model, checkpoint)
+
+
+def test_resume_refuses_a_checkpoint_of_the_other_model_class(tmp_path):
+    """An OT-CFM checkpoint resumed by CaLMFlow (the reverse of the case above) names the cause, not torch's error."""
+    scvi.settings.seed = 0
+    adata = data()
+    scflowlm.model.CFMModel.setup_anndata(
+        adata,
+        prompt_template="Generate a {cell_type} cell stimulated with {condition}:",
+        control_template="Generate an unstimulated {cell_type} cell:",
+        perturbation_key="condition",
+        control_value="control",
+    )
+    cfm = scflowlm.model.CFMModel(adata, n_hidden=16)
+    train(cfm, max_epochs=1, checkpoint_dir=str(tmp_path))
+    with pytest.raises(ValueError, match=r"another architecture or class"):
+        _resume(small_model(setup(data())), tmp_path / "last.ckpt")
 
 
 def test_resume_refuses_a_file_that_is_no_checkpoint(tmp_path):

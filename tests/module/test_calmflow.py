@@ -106,12 +106,12 @@ def test_sample_is_independent_of_batching_and_of_other_conditions():
 
 
 def test_prompt_dropout_uses_the_context_free_rows_in_training_only(monkeypatch):
-    # full prompts, then context-free
-    ids = torch.tensor([[0, 3, 4, 5], [6, 7, 8, 9], [0, 0, 3, 5], [0, 0, 6, 9]])
+    # full prompts, then the head-start prompts, then the context-free ones
+    ids = torch.tensor([[0, 3, 4, 5], [6, 7, 8, 9], [0, 0, 0, 3], [0, 0, 0, 6], [0, 0, 3, 5], [0, 0, 6, 9]])
     module = make_module(flow_data(prompt_ids=ids, prompt_mask=(ids > 0).long()), prompt_dropout=0.9999)
     seen = []
     real = module._prompt_cache
-    monkeypatch.setattr(module, "_prompt_cache", lambda p, m, r: seen.append(p.clone()) or real(p, m, r))
+    monkeypatch.setattr(module, "_prompt_cache", lambda p, *a: seen.append(p.clone()) or real(p, *a))
     module.train()
     module(batch())
     assert {tuple(r) for r in seen[-1].tolist()} <= {(0, 0, 3, 5), (0, 0, 6, 9)}

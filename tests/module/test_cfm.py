@@ -23,6 +23,12 @@ def toy_batch(n: int, generator: torch.Generator | None = None) -> dict[str, tor
     }
 
 
+def full_covariates(module: CFMModule) -> torch.Tensor:
+    """The vector field's covariates ``[C, Pc+E]`` of the module's conditions: context part and encoder output."""
+    with torch.no_grad():
+        return module.condition_covariates(module.covariates, module.members, module.in_prior)
+
+
 def make_module(flow: str = "ot", data=None, **kwargs) -> CFMModule:
     """Two conditions of one field with one-hot covariates, one context."""
     data = data or flow_data(2, covariates=COVARIATES)
@@ -66,22 +72,26 @@ def test_module_shapes():
     assert inf["x_t"].shape == (32, 2)
     assert inf["u_t"].shape == (32, 2)
     assert inf["t"].shape == (32,)
-    assert inf["c"].shape == (32, 2)
+    assert inf["c"].shape == (32, 2 + 32)  # context covariates, then the condition encoder's embedding
     assert gen["v"].shape == (32, 2)
     assert out.loss.dim() == 0
     assert out.reconstruction_loss["reconstruction_loss"].shape == (32,)
     x0 = torch.randn(10, 2)
-    assert module.integrate(x0, COVARIATES[0]).shape == (2, 10, 2)
+    cov = full_covariates(module)
+    assert module.integrate(x0, cov[0]).shape == (2, 10, 2)
     times = torch.linspace(0, 1, 5)
-    assert module.integrate(
-        x0, COVARIATES[0].expand(10, -1), method="euler", n_steps=4, times=times
-    ).shape == (5, 10, 2)
+    assert module.integrate(x0, cov[0].expand(10, -1), method="euler", n_steps=4, times=times).shape == (
+        5,
+        10,
+        2,
+    )
     rows = torch.tensor([0] * 6 + [1] * 4)
     gens = [torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)]
-    out = module.sample(COVARIATES, rows, generators=gens, method="euler", n_steps=5)
+    members = {"members": module.members, "in_prior": module.in_prior}
+    out = module.sample(COVARIATES, rows, **members, generators=gens, method="euler", n_steps=5)
     assert out.shape == (10, 2)
     path = module.sample(
-        COVARIATES, rows, x0=x0, generators=gens, method="euler", n_steps=5, return_path=True
+        COVARIATES, rows, **members, x0=x0, generators=gens, method="euler", n_steps=5, return_path=True
     )
     assert path.shape == (10, 11, 2)
     torch.testing.assert_close(path[:, 0], x0)  # raw coordinates in, raw out
@@ -93,7 +103,7 @@ def test_invalid_arguments():
         make_module(flow="bad")
     with pytest.raises(ValueError, match="sigma"):
         make_module(flow="sb", sigma=0.0)
-    with pytest.raises(ValueError, match=r"needs data.covariates, the \[C, P\] covariate vectors"):
+    with pytest.raises(ValueError, match=r"needs data.covariates, the \[C, Pc\] context covariates"):
         make_module(data=flow_data(2))
     assert make_module(flow="sb").sigma == 0.5
     assert make_module(flow="ot").sigma == 0.0
@@ -114,7 +124,7 @@ def test_learns_conditional_shift(flow, trained_ot):
         fit(module, batch_size=64 if flow == "sb" else 128)  # Sinkhorn is the slow part of SB-CFM
     torch.manual_seed(1)
     for c in range(2):
-        x1 = module.integrate(torch.randn(500, 2), COVARIATES[c], method="euler", n_steps=50)[-1]
+        x1 = module.integrate(torch.randn(500, 2), full_covariates(module)[c], method="euler", n_steps=50)[-1]
         assert torch.allclose(x1.mean(0), MEANS[c], atol=0.25), (flow, c, x1.mean(0))
         assert 0.1 < float(x1.std(0).mean()) < 0.6
 
@@ -179,7 +189,7 @@ def test_sb_path_and_target():
 def test_dopri5_matches_euler(trained_ot):
     torch.manual_seed(2)
     x0 = torch.randn(200, 2)
-    cov = COVARIATES[torch.randint(2, (200,))]
+    cov = full_covariates(trained_ot)[torch.randint(2, (200,))]
     adaptive = trained_ot.integrate(x0, cov, method="dopri5", rtol=1e-5, atol=1e-5)[-1]
     euler = trained_ot.integrate(x0, cov, method="euler", n_steps=400)[-1]
     assert (adaptive - euler).abs().max() < 0.05

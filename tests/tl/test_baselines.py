@@ -116,6 +116,21 @@ def test_combination_falls_back_to_sum_of_own_singles():
         assert out.obs.source_context.iloc[0] == "P:own;Q:own"
 
 
+def test_mean_shift_averages_the_other_perturbations_of_the_context():
+    adata, _ = _toy()
+    out = tl.baseline_mean_shift(adata, conditions={"cell_type": "A", "condition": "Z"}, **KW)
+    ctrl = _ctrl_mean(adata, "A")
+    others = [
+        _mean(adata, ((adata.obs.cell_type == "A") & (adata.obs.condition == c)).to_numpy()) - ctrl
+        for c in ("IFN", "P", "Q", "P+Q")
+    ]
+    np.testing.assert_allclose(_mean(out) - ctrl, np.mean(others, axis=0), atol=1e-4)
+    # a measured perturbation's own cells are never part of its estimate
+    own = tl.baseline_mean_shift(adata, conditions={"cell_type": "A", "condition": "P"}, **KW)
+    np.testing.assert_allclose(_mean(own) - ctrl, np.mean([others[i] for i in (0, 2, 3)], axis=0), atol=1e-4)
+    assert set(out.obs.baseline) == {"mean_shift"}
+
+
 def test_no_shift_warns_and_predicts_controls():
     adata, _ = _toy()
     sub = adata[adata.obs.cell_type == "B"].copy()

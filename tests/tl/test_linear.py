@@ -91,3 +91,22 @@ def test_needs_controls_and_condition_keys():
         )
     with pytest.raises(ValueError, match="no control cells"):
         tl.baseline_linear(adata, conditions={"cell_type": "B", "condition": "P"}, **KW)
+
+
+def test_gene_vectors_reach_a_perturbation_never_measured():
+    """Effects linear in a gene vector: the vectors predict an unseen single; without them only the mean change."""
+    rng = np.random.default_rng(2)
+    base, M = rng.normal(size=G) * 2, rng.normal(size=(G, 3))
+    names = [f"S{i}" for i in range(12)] + ["Z"]
+    vectors = pd.DataFrame(rng.normal(size=(13, 3)), index=names)
+    response = {("A", "control"): base} | {("A", s): base + M @ vectors.loc[s].to_numpy() for s in names}
+    adata = _data(response, n=20)
+    train = adata[(adata.obs.condition != "Z").to_numpy()].copy()
+    held = {"cell_type": "A", "condition": "Z"}
+    truth = M @ vectors.loc["Z"].to_numpy()
+    with_vectors = tl.baseline_linear(train, conditions=held, perturbation_embeddings=vectors, **KW)
+    without = tl.baseline_linear(train, conditions=held, **KW)
+    r_with = np.corrcoef(_change(with_vectors, adata, "A"), truth)[0, 1]
+    r_without = np.corrcoef(_change(without, adata, "A"), truth)[0, 1]
+    assert r_with > 0.95
+    assert r_without < 0.8

@@ -111,6 +111,15 @@ def test_train_prints_lines_through_the_runner():
     assert [line.split(" (")[0] for line in lines] == ["Epoch 2/4", "Epoch 4/4"]
 
 
+def test_train_without_progress_bar_prints_nothing(capsys):
+    """``train(enable_progress_bar=False)`` reaches the runner (a merge once dropped it and lines still printed)."""
+    adata = scflowlm.data.synthetic_perturbation(n_cells_per_condition=8, n_genes=20, n_pcs=4, seed=0)
+    model = small_model(setup(adata))
+    model.train(max_epochs=2, batch_size=16, enable_progress_bar=False)
+    out = capsys.readouterr()
+    assert "Epoch" not in out.out + out.err
+
+
 @pytest.mark.slow
 def test_piped_demo_log_stays_short():
     """``python -m scflowlm demo`` into a pipe: lines, not 3 bar refreshes per epoch (140 updates before)."""

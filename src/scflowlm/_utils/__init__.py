@@ -5,7 +5,16 @@ Subpackages import each other's public names only; what several of them need and
 
 from __future__ import annotations
 
-from ._arrays import column_mean, dense, dense_rows, pearson, random_state, subsample_idx, top_pcs
+from ._arrays import (
+    column_mean,
+    dense,
+    dense_rows,
+    group_means,
+    pearson,
+    random_state,
+    subsample_idx,
+    top_pcs,
+)
 from ._checks import check_int
 from ._logging import quiet_loggers
 from ._obs import obs_mask
@@ -18,6 +27,7 @@ __all__ = [
     "column_mean",
     "dense",
     "dense_rows",
+    "group_means",
     "obs_mask",
     "pca_coords",
     "pearson",

@@ -9,7 +9,16 @@ import scipy.sparse as sp
 from scipy import stats
 from sklearn.utils.extmath import randomized_svd
 
-__all__ = ["column_mean", "dense", "dense_rows", "pearson", "random_state", "subsample_idx", "top_pcs"]
+__all__ = [
+    "column_mean",
+    "group_means",
+    "dense",
+    "dense_rows",
+    "pearson",
+    "random_state",
+    "subsample_idx",
+    "top_pcs",
+]
 
 #: rows read at once from a (possibly backed) matrix
 CHUNK = 4096
@@ -39,6 +48,23 @@ def column_mean(X: Any, *, chunk: int = CHUNK) -> np.ndarray:
         block = X[start : min(start + chunk, n)]
         total += np.asarray(block.sum(0), dtype=np.float64).ravel()
     return total / max(n, 1)
+
+
+def group_means(X: Any, groups: np.ndarray, n_groups: int) -> np.ndarray:
+    """Mean row ``[K, G]`` of each group of rows of a dense or sparse ``X``.
+
+    ``groups [n]``: the group of each row, in ``0..K-1`` (``-1``: none). NaN for a group without rows.
+    """
+    groups = np.asarray(groups)
+    keep = np.flatnonzero(groups >= 0)
+    counts = np.bincount(groups[keep], minlength=n_groups).astype(np.float64)  # [K]
+    indicator = sp.csr_matrix(
+        (np.ones(len(keep)), (groups[keep], keep)), shape=(n_groups, X.shape[0])
+    )  # [K, n]
+    sums = indicator @ X  # [K, G]
+    sums = sums.toarray() if sp.issparse(sums) else np.asarray(sums, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return sums / counts[:, None]
 
 
 def random_state(seed: int | np.random.Generator | None) -> np.random.Generator:

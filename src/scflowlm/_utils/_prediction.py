@@ -54,6 +54,19 @@ class PredictionRecord:
         return None
 
 
+def _unique_names(names: pd.Index) -> pd.Index:
+    """Names made unique as anndata does (``"a", "a-1", "a-2"``), vectorised for the common case.
+
+    The n-th repeat of a name gets ``-n``; where that could clash with a name already present, anndata's own
+    (slower) rule decides.
+    """
+    if names.is_unique:
+        return names
+    repeat = pd.Series(names).groupby(names, sort=False).cumcount().to_numpy()  # [n] 0 for a first occurrence
+    out = pd.Index(np.where(repeat > 0, names + "-" + repeat.astype(str), names))
+    return out if out.is_unique else make_index_unique(names)
+
+
 def predicted_anndata(
     X: np.ndarray,
     obs: pd.DataFrame,
@@ -68,7 +81,7 @@ def predicted_anndata(
     ``uns["scflowlm"]`` the record.
     """
     obs = obs.copy()
-    obs.index = make_index_unique(pd.Index(obs.index.astype(str)))
+    obs.index = _unique_names(pd.Index(obs.index.astype(str)))
     for key in record.condition_keys:
         if key in obs:
             obs[key] = pd.Categorical(obs[key])

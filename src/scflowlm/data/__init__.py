@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-from ._conditions import (
+from ._conditions import ConditionTable
+from ._datasets import DONG2023_URL, dong2023, fetch, kang2018, perturbench_devel
+from ._gene_vectors import gene_descriptions, gene_loading_embeddings, gene_text_embeddings
+from ._prompts import PromptBuilder, template_fields
+from ._shifts import SHIFT_MODES, ShiftEstimate, ShiftTerm, estimate_shifts, vector_shifts
+from ._synthetic import synthetic_perturbation
+from ._values import (
     COMBINATION_SEP,
-    ConditionTable,
     as_condition_list,
     coerce_value,
     match_mask,
@@ -13,11 +18,13 @@ from ._conditions import (
     split_combination,
     value_mask,
 )
-from ._datasets import DONG2023_URL, dong2023, fetch, kang2018, perturbench_devel
-from ._prompts import PromptBuilder, template_fields
-from ._synthetic import synthetic_perturbation
 
 __all__ = [
+    "SHIFT_MODES",
+    "ShiftEstimate",
+    "ShiftTerm",
+    "estimate_shifts",
+    "vector_shifts",
     "COMBINATION_SEP",
     "ConditionTable",
     "as_condition_list",
@@ -30,6 +37,9 @@ __all__ = [
     "PromptBuilder",
     "dong2023",
     "fetch",
+    "gene_descriptions",
+    "gene_loading_embeddings",
+    "gene_text_embeddings",
     "kang2018",
     "perturbench_devel",
     "same_value",

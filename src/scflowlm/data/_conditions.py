@@ -1,177 +1,22 @@
-"""What a condition value means: one equality rule, combinations of perturbations, and the table of conditions.
+"""The table of registered conditions: per-field codes, typed values, contexts and single perturbations.
 
-Every part of scflowlm that asks "is this cell of that condition?" (a model's registration and predictions, the
-held-out split, the control cells of a context, :mod:`scflowlm.tl`) asks it here, so a value given as ``1``,
-``1.0`` or ``"1"`` finds the same cells everywhere.
-
-The rule compares a value with the values of a column *by the column's type*: integers exactly as integers (no
-float rounding, so plate ids above 2**53 stay apart), floats as floats of the column's precision, booleans only
-against ``True``/``False`` (or the strings ``"true"``/``"false"``, any case, and the numbers 0 and 1), and
-everything else as text.
+Values are compared with the one equality rule of :mod:`scflowlm.data._values`.
 """
 
 from __future__ import annotations
 
-import math
-import numbers
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
-__all__ = [
-    "COMBINATION_SEP",
-    "ConditionTable",
-    "as_condition_list",
-    "coerce_value",
-    "match_mask",
-    "match_value",
-    "same_value",
-    "split_combination",
-    "value_mask",
-]
+from ._values import COMBINATION_SEP, match_value, split_combination, value_mask
 
-#: the default separator of the single perturbations of a combination label ("KLF1+MAP2K6")
-COMBINATION_SEP = "+"
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
 
-_TRUE, _FALSE = ("true", "1"), ("false", "0")
-
-
-def _as_bool(value: Any) -> bool | None:
-    """``value`` read as a boolean, or ``None`` if it is not one (``"yes"``, ``2``, ``"ctrl"``)."""
-    if isinstance(value, bool | np.bool_):
-        return bool(value)
-    if isinstance(value, numbers.Number):
-        return bool(value) if value in (0, 1) else None
-    text = str(value).strip().lower()
-    return True if text in _TRUE else False if text in _FALSE else None
-
-
-def _as_int(value: Any) -> int | None:
-    """``value`` read as an exact integer (``1``, ``1.0``, ``"1"``), or ``None``."""
-    if isinstance(value, bool | np.bool_):
-        return None
-    if isinstance(value, numbers.Integral):
-        return int(value)
-    if isinstance(value, numbers.Real):
-        return int(value) if math.isfinite(value) and float(value).is_integer() else None
-    try:
-        return int(str(value).strip())
-    except ValueError:
-        try:
-            number = float(str(value))
-        except ValueError:
-            return None
-        return int(number) if math.isfinite(number) and number.is_integer() else None
-
-
-def _as_float(value: Any) -> float | None:
-    """``value`` read as a float (``1``, ``"1.5"``), or ``None`` (booleans are not numbers here)."""
-    if isinstance(value, bool | np.bool_):
-        return None
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return None
-
-
-def coerce_value(categories: np.ndarray | Sequence[Any], value: Any) -> Any:
-    """``value`` read in the type of a column's values ``categories``, or ``None`` if it cannot be one.
-
-    ``"1"`` -> ``1`` for an integer column, ``"true"`` -> ``True`` for a boolean one, ``"ctrl"`` -> ``None`` for
-    either; a text or mixed column takes any value (as text).
-    """
-    kind = np.asarray(categories).dtype.kind
-    read = {"b": _as_bool, "i": _as_int, "u": _as_int, "f": _as_float}.get(kind)
-    return read(value) if read is not None else value
-
-
-def value_mask(categories: np.ndarray | Sequence[Any], value: Any) -> np.ndarray:
-    """``[K]`` which of a column's values ``categories`` equal ``value``, compared by the column's type.
-
-    See the module's rule: integer columns compare exact integers, float columns floats of the column's precision
-    (NaN equals nothing), boolean columns booleans, any other column text.
-    """
-    cats = np.asarray(categories)
-    kind = cats.dtype.kind
-    if kind == "b":
-        flag = _as_bool(value)
-        return np.zeros(len(cats), dtype=bool) if flag is None else cats == flag
-    if kind in "iu":
-        number = _as_int(value)
-        if number is None:
-            return np.zeros(len(cats), dtype=bool)
-        info = np.iinfo(cats.dtype)
-        return cats == number if info.min <= number <= info.max else np.zeros(len(cats), dtype=bool)
-    if kind == "f":
-        number = _as_float(value)
-        if number is None:
-            return np.zeros(len(cats), dtype=bool)
-        return cats == cats.dtype.type(number)
-    if kind == "O":  # mixed Python objects: each by its own type
-        return np.array([bool(value_mask(np.asarray([c]), value)[0]) for c in cats], dtype=bool)
-    return np.array([str(c) for c in cats], dtype=object) == str(value)
-
-
-def match_value(categories: np.ndarray | Sequence[Any], value: Any) -> int:
-    """Position of ``value`` among a column's values ``categories`` (``-1`` if absent); see :func:`value_mask`."""
-    hits = np.flatnonzero(value_mask(categories, value))
-    return int(hits[0]) if len(hits) else -1
-
-
-def same_value(a: Any, b: Any) -> bool:
-    """Whether two values are the same under the rule of :func:`value_mask` (symmetric).
-
-    The side that is not text decides the type: ``same_value(1, "1.0")`` and ``same_value("1", 1.0)`` hold,
-    ``same_value("a", 1)`` does not.
-    """
-    if isinstance(a, str) and not isinstance(b, str):
-        a, b = b, a
-    return bool(value_mask(np.asarray([a]), b)[0])
-
-
-def match_mask(column: pd.Series, value: Any) -> np.ndarray:
-    """``[n]`` which entries of an obs column equal ``value`` (the column's type decides; see :func:`value_mask`)."""
-    if isinstance(column.dtype, pd.CategoricalDtype):
-        hit = value_mask(np.asarray(column.cat.categories), value)  # [K]
-        codes = column.cat.codes.to_numpy()
-        return np.concatenate([hit, [False]])[codes]  # code -1 (missing) -> last entry
-    values = pd.unique(column)
-    return column.isin(values[value_mask(values, value)]).to_numpy()
-
-
-def split_combination(value: Any, sep: str = COMBINATION_SEP) -> tuple[str, ...]:
-    """The single perturbations of a combination label, stripped and sorted (``"B + A"`` -> ``("A", "B")``)."""
-    parts = [p.strip() for p in str(value).split(sep)] if sep else [str(value).strip()]
-    return tuple(sorted(p for p in parts if p))
-
-
-def as_condition_list(condition: Any, *, name: str = "condition") -> list[dict[str, Any]]:
-    """One condition dict, a list of them, a pandas Series (one condition) or a DataFrame (one per row)."""
-    if isinstance(condition, pd.DataFrame):
-        out = condition.to_dict("records")
-    elif isinstance(condition, pd.Series):
-        out = [condition.to_dict()]
-    elif isinstance(condition, Mapping):
-        out = [dict(condition)]
-    elif isinstance(condition, str) or not isinstance(condition, Sequence):
-        raise TypeError(
-            f"{name} must be a dict of template field -> value (or a list of them, a pandas Series or DataFrame), "
-            f"got {type(condition).__name__} {condition!r}."
-        )
-    else:
-        out = []
-        for c in condition:
-            if not isinstance(c, Mapping):
-                raise TypeError(
-                    f"Each {name} must be a dict of template field -> value, got {type(c).__name__} {c!r}."
-                )
-            out.append(dict(c))
-    if not out:
-        raise ValueError(f"No {name} given: pass at least one (the DataFrame or list is empty).")
-    return out
+__all__ = ["ConditionTable"]
 
 
 @dataclass
@@ -206,6 +51,7 @@ class ConditionTable:
     control_value: Any = None
     combination_sep: str = COMBINATION_SEP
     _index: dict[tuple[int, ...], int] = field(init=False, repr=False)
+    _parts_index: dict[tuple, int] | None = field(init=False, repr=False, default=None)
 
     def __post_init__(self) -> None:
         self.fields = list(self.fields)
@@ -290,6 +136,77 @@ class ConditionTable:
         if self.perturbation_key is None or self.is_control(condition):
             return ()
         return split_combination(condition[self.perturbation_key], self.combination_sep)
+
+    def context(self, condition: Mapping[str, Any]) -> tuple:
+        """The context of a condition: its values of :attr:`context_fields`, typed as registered."""
+        return tuple(self.typed(f, condition[f])[0] for f in self.context_fields)
+
+    def singles(self) -> list[str]:
+        """Every single perturbation of the registered conditions, sorted (the per-perturbation vocabulary)."""
+        return sorted({s for i in range(len(self)) for s in self.perturbations(self.condition(i))})
+
+    def row_of(self, condition: Mapping[str, Any]) -> int:
+        """Row of a condition (``-1`` if it is not registered); a combination matches in any order (B+A = A+B)."""
+        _, codes = self.encode(condition)
+        row = self.index_of(codes) if min(codes, default=0) >= 0 else -1
+        if row >= 0 or self.perturbation_key is None:
+            return row
+        return self._by_parts().get((self.context(condition), self.perturbations(condition)), -1)
+
+    def _by_parts(self) -> dict[tuple, int]:
+        """(context, single perturbations) -> row, for combinations written in another order."""
+        if self._parts_index is None:
+            self._parts_index = {}
+            for i in range(len(self)):
+                cond = self.condition(i)
+                self._parts_index.setdefault((self.context(cond), self.perturbations(cond)), i)
+        return self._parts_index
+
+    @classmethod
+    def from_obs(
+        cls,
+        obs: pd.DataFrame,
+        fields: Sequence[str],
+        *,
+        perturbation_key: str | None = None,
+        control_value: Any = None,
+        combination_sep: str = COMBINATION_SEP,
+    ) -> tuple[ConditionTable, np.ndarray]:
+        """The table of the conditions in ``obs`` (columns ``fields``) and the row ``[n]`` of every cell."""
+        fields = list(fields)
+        categories, codes = {}, []
+        for f in fields:
+            column = obs[f]
+            if isinstance(column.dtype, pd.CategoricalDtype):
+                column = column.cat.remove_unused_categories()
+                categories[f], code = np.asarray(column.cat.categories), column.cat.codes.to_numpy()
+            else:
+                code, uniques = pd.factorize(column, sort=False)
+                categories[f] = np.asarray(uniques)
+            codes.append(np.asarray(code, dtype=np.int64))
+        cell_codes = np.stack(codes, axis=1) if codes else np.zeros((len(obs), 0), dtype=np.int64)  # [n, F]
+        table = cls.from_codes(
+            fields,
+            categories,
+            cell_codes,
+            perturbation_key=perturbation_key,
+            control_value=control_value,
+            combination_sep=combination_sep,
+        )
+        return table, table.rows_of_codes(cell_codes)
+
+    def rows_of_codes(self, cell_codes: np.ndarray) -> np.ndarray:
+        """Row ``[n]`` of each row of per-cell field codes ``[n, F]`` (``-1`` for a combination not in the table)."""
+        cell_codes = np.asarray(cell_codes, dtype=np.int64)
+        if len(cell_codes) == 0:
+            return np.zeros(0, dtype=np.int64)
+        # one integer per row of codes (mixed radix): a 1-D unique is much faster than axis=0 for many cells
+        keys = np.zeros(len(cell_codes), dtype=np.int64)
+        for column in cell_codes.T:
+            column = column - column.min()
+            keys = keys * (int(column.max()) + 1) + column
+        _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+        return np.array([self.index_of(cell_codes[i]) for i in first], dtype=np.int64)[inverse.reshape(-1)]
 
     # ------------------------------------------------------------------ user input
     def encode(self, condition: Mapping[str, Any]) -> tuple[dict[str, Any], list[int]]:

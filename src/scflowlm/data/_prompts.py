@@ -11,7 +11,7 @@ import string
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ._conditions import same_value
+from ._values import same_value
 
 if TYPE_CHECKING:
     from collections.abc import Mapping

@@ -33,6 +33,7 @@ def mean_correlations(
     y: np.ndarray,
     *,
     control: np.ndarray | None = None,
+    reference: np.ndarray | None = None,
     genes: Sequence[int] | np.ndarray | None = None,
 ) -> dict[str, float]:
     """Agreement between the mean expression of real and generated cells.
@@ -47,7 +48,11 @@ def mean_correlations(
     - ``mae``: mean absolute error ``mean |mu_pred - mu_real|`` (cell-eval's ``mae``);
     - ``pearson_delta`` (with ``control``): Pearson r of ``mu_pred - mu_ctrl`` vs ``mu_real - mu_ctrl``
       (cell-eval's ``pearson_delta``): it tests the predicted change, which the R^2 of means hides when the
-      control already looks like the target.
+      control already looks like the target;
+    - ``pearson_interaction`` (with ``reference``): Pearson r of ``mu_pred - mu_ref`` vs ``mu_real - mu_ref``,
+      where ``mu_ref`` is a reference prediction, the additive expectation of a combination (its control mean
+      plus the sum of its singles' shifts): the *interaction* score of :cite:t:`ahlmann2025deep`. It tests what a
+      prediction says beyond the reference; a prediction equal to the reference has no defined score (NaN).
 
     Parameters
     ----------
@@ -57,12 +62,16 @@ def mean_correlations(
         Generated cells or their mean profile, same genes.
     control
         Control cells (or their mean) of the same context, for ``pearson_delta``.
+    reference
+        A reference prediction's cells or mean profile (e.g. :func:`scflowlm.tl.baseline_additive`'s), for
+        ``pearson_interaction``.
     genes
         Integer indices of the genes to use (for example the top DE genes); all genes if None.
 
     Returns
     -------
-    dict with keys ``r2``, ``r2_score``, ``pearson``, ``spearman``, ``mae`` and, with ``control``, ``pearson_delta``.
+    dict with keys ``r2``, ``r2_score``, ``pearson``, ``spearman``, ``mae`` and, with ``control``, ``pearson_delta``,
+    with ``reference``, ``pearson_interaction``.
     """
     mr, mp = _profile(x), _profile(y)  # (genes,)
     if mr.shape != mp.shape:
@@ -82,4 +91,9 @@ def mean_correlations(
     if control is not None:
         mc = _profile(control)[idx]
         out["pearson_delta"] = pearson(a - mc, b - mc)
+    if reference is not None:
+        ref = _profile(reference)[idx]
+        # a prediction that is the reference (up to float32 rounding) says nothing beyond it: no score
+        same = np.abs(b - ref).max() <= 1e-5 * max(float(np.abs(ref).max()), 1e-12)
+        out["pearson_interaction"] = float("nan") if same else pearson(a - ref, b - ref)
     return out

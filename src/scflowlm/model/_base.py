@@ -11,6 +11,7 @@ import torch
 from scvi.model.base import BaseModelClass
 
 from scflowlm._constants import REGISTRY_KEYS
+from scflowlm._utils import group_means
 from scflowlm.data import ConditionTable, PromptBuilder
 from scflowlm.module import FlowData
 
@@ -18,7 +19,7 @@ from ._gene_map import GeneMap
 from ._generation import GenerationMixin
 from ._save_load import SaveLoadMixin
 from ._setup import register, registered_categories
-from ._shift import condition_means, nearest_context_shifts, own_shifts
+from ._shift import SHIFT_TRAININGS, HeadStartMixin
 from ._sources import SourceMixin
 from ._training import TrainingMixin
 
@@ -33,26 +34,9 @@ if TYPE_CHECKING:
 __all__ = ["FlowModelBase"]
 
 
-def _rows_of(table: ConditionTable, codes: np.ndarray) -> np.ndarray:
-    """Row of ``table`` of every row of per-cell codes ``[n, F]`` (``-1`` for a combination not in it)."""
-    if codes.shape[0] == 0:
-        return np.zeros(0, dtype=np.int64)
-    # [n] one integer per combination (mixed radix): a 1-D unique is about 10x faster than axis=0 at 1M cells
-    keys = np.zeros(len(codes), dtype=np.int64)
-    for column in codes.T:
-        column = column - column.min()
-        keys = keys * (int(column.max()) + 1) + column
-    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
-    return np.array([table.index_of(codes[i]) for i in first], dtype=np.int64)[inverse.reshape(-1)]
-
-
-#: the head starts a control-source flow can take (see ``start_shift`` of the models)
-START_SHIFTS = ("none", "nearest_context")
-#: where training flows with a head start begin (see ``shift_training`` of the models)
-SHIFT_TRAININGS = ("held_out", "own")
-
-
-class FlowModelBase(TrainingMixin, GenerationMixin, SourceMixin, SaveLoadMixin, BaseModelClass):
+class FlowModelBase(
+    TrainingMixin, GenerationMixin, SourceMixin, HeadStartMixin, SaveLoadMixin, BaseModelClass
+):
     """Shared AnnData handling of :class:`~scflowlm.model.CaLMFlowModel` and :class:`~scflowlm.model.CFMModel`.
 
     ``__init__`` is one template: read the registry and the cells (:meth:`_init_data`), resolve the source, then
@@ -65,10 +49,6 @@ class FlowModelBase(TrainingMixin, GenerationMixin, SourceMixin, SaveLoadMixin, 
     - :meth:`_saved_params` (optional): init parameters a load needs besides the given ones.
     """
 
-    #: head start of control-source flows, set by a subclass's ``start_shift`` argument
-    start_shift: str = "none"
-    #: where training flows start with a head start: ``"held_out"`` estimates or their ``"own"`` shift
-    shift_training: str = "held_out"
     #: whether a control-source model also learns the identity flows of control cells
     control_targets: bool = True
 
@@ -88,7 +68,11 @@ class FlowModelBase(TrainingMixin, GenerationMixin, SourceMixin, SaveLoadMixin, 
         self.module = self._build_module(source, params, loading=loading)
         # what load() needs to rebuild the same model: the training conditions, the resolved source (a load with
         # other cells must not resolve "auto" again) and whatever the subclass adds
-        params |= {"condition_codes": self.condition_table.codes.tolist(), "source": source}
+        params |= {
+            "condition_codes": self.condition_table.codes.tolist(),
+            "source": source,
+            "start_shift": self.start_shift,
+        }
         params |= self._saved_params()
         n_params = sum(p.numel() for p in self.module.parameters()) / 1e6
         self._model_summary_string = (
@@ -101,8 +85,11 @@ class FlowModelBase(TrainingMixin, GenerationMixin, SourceMixin, SaveLoadMixin, 
         """The torch module, built from :meth:`_module_data` (``loading``: a placeholder of the right sizes)."""
         raise NotImplementedError
 
-    def _condition_inputs(self) -> dict[str, torch.Tensor]:
-        """The module's conditioning inputs besides field codes (``prompt_ids``/``prompt_mask``, ``covariates``)."""
+    def _condition_inputs(self, in_prior: np.ndarray) -> dict[str, torch.Tensor]:
+        """The module's conditioning inputs besides field codes (``prompt_ids``/``prompt_mask``, ``covariates``).
+
+        ``in_prior``: ``[C, P]`` which singles of each registered condition its head start holds.
+        """
         raise NotImplementedError
 
     def _describe(self) -> str:
@@ -126,6 +113,8 @@ class FlowModelBase(TrainingMixin, GenerationMixin, SourceMixin, SaveLoadMixin, 
         obsm_key: str = "X_pca",
         layer: str | None = None,
         context_keys: Sequence[str] | None = None,
+        combination_sep: str = "+",
+        perturbation_embeddings: pd.DataFrame | str | None = None,
         **kwargs,
     ) -> None:
         """Register an AnnData: which obs columns make the prompt and where the cell states are.
@@ -153,6 +142,16 @@ class FlowModelBase(TrainingMixin, GenerationMixin, SourceMixin, SaveLoadMixin, 
         context_keys
             obs columns that define a cell's context (which control cells a perturbed cell starts from with
             ``source="control"``); defaults to the template fields other than ``perturbation_key``.
+        combination_sep
+            Separator of the single perturbations in a value of ``perturbation_key`` (``"KLF1+MAP2K6"``): the
+            condition encoder reads a combination as its singles, in any order.
+        perturbation_embeddings
+            Gene vectors of single perturbations: a DataFrame (perturbation name -> vector, one row each), or the key
+            of one in ``adata.uns``. The condition encoder reads them through a learned projection, and the
+            additive head start estimates a single never perturbed in training from its vector, so perturbations
+            with a vector but no cells can be predicted. Make them offline with
+            :func:`scflowlm.data.gene_text_embeddings` (names and descriptions of genes) or
+            :func:`scflowlm.data.gene_loading_embeddings` (the data's PCA loadings). Saved with the model.
         **kwargs
             Passed to :meth:`scvi.data.AnnDataManager.register_fields` (used by ``load``).
 
@@ -176,6 +175,8 @@ class FlowModelBase(TrainingMixin, GenerationMixin, SourceMixin, SaveLoadMixin, 
             obsm_key=obsm_key,
             layer=layer,
             context_keys=context_keys,
+            perturbation_embeddings=perturbation_embeddings,
+            combination_sep=combination_sep,
             **kwargs,
         )
 
@@ -215,10 +216,16 @@ class FlowModelBase(TrainingMixin, GenerationMixin, SourceMixin, SaveLoadMixin, 
                 codes,
                 perturbation_key=args["perturbation_key"],
                 control_value=args["control_value"],
+                combination_sep=args.get("combination_sep", "+"),
             )
         else:
             self.condition_table = ConditionTable(
-                fields, cats, np.asarray(condition_codes), args["perturbation_key"], args["control_value"]
+                fields,
+                cats,
+                np.asarray(condition_codes),
+                args["perturbation_key"],
+                args["control_value"],
+                args.get("combination_sep", "+"),
             )
             if cell_codes is not None and fields:
                 new = {tuple(r) for r in np.unique(cell_codes, axis=0)} - set(self.condition_table._index)
@@ -275,8 +282,7 @@ class FlowModelBase(TrainingMixin, GenerationMixin, SourceMixin, SaveLoadMixin, 
         A noise source has no control cells, so its head start is always ``"none"``.
         """
         source = self._resolve_source(source, loading=loading)
-        self._check_choice("start_shift", start_shift, START_SHIFTS)
-        self.start_shift = start_shift if source == "control" else "none"
+        self.start_shift = self._resolve_start_shift(start_shift, source)
         self.shift_training = self._check_choice("shift_training", shift_training, SHIFT_TRAININGS)
         self.control_targets = bool(control_targets)
         return source
@@ -297,7 +303,7 @@ class FlowModelBase(TrainingMixin, GenerationMixin, SourceMixin, SaveLoadMixin, 
 
     def _cell_conditions(self) -> np.ndarray:
         """Condition (row of :attr:`condition_table`) of every registered cell."""
-        return _rows_of(self.condition_table, self._registered_codes(REGISTRY_KEYS.CONDITION_KEY))
+        return self.condition_table.rows_of_codes(self._registered_codes(REGISTRY_KEYS.CONDITION_KEY))
 
     def _registered_codes(self, key: str) -> np.ndarray:
         """Per-cell codes ``[n, F]`` of a joint categorical field (``[n, 0]`` when it has no columns)."""
@@ -319,15 +325,27 @@ class FlowModelBase(TrainingMixin, GenerationMixin, SourceMixin, SaveLoadMixin, 
         statistics that the saved ``state_dict`` replaces (a load needs no cells).
         """
         table = self.condition_table
+        every = [table.condition(i) for i in range(len(table))]
+        members = self._members(every)  # [C, P]
         conditions = {
             "condition_codes": torch.as_tensor(table.codes),
             "n_categories": [len(table.categories[f]) for f in table.fields],
             "condition_is_control": torch.as_tensor(table.control_mask()),
-            **self._condition_inputs(),
+            "members": torch.as_tensor(members),
         }
-        if loading:
+        vectors = self._single_vectors()
+        if vectors is not None:
+            conditions["single_vectors"] = torch.as_tensor(vectors)
+        if loading:  # the saved state_dict replaces every placeholder
+            in_prior = np.zeros(members.shape, dtype=bool)
+            placeholders = {
+                "in_prior": torch.as_tensor(in_prior),
+                "known_singles": torch.zeros(len(self.vocabulary), dtype=torch.bool),
+            }
             empty = FlowData.empty(self.n_features)
-            return dataclasses.replace(empty, **conditions)
+            return dataclasses.replace(
+                empty, **conditions, **placeholders, **self._condition_inputs(in_prior)
+            )
         rows = np.arange(self.adata.n_obs) if rows is None else np.asarray(rows)
         x = self._registered(REGISTRY_KEYS.X_KEY, rows).astype(np.float64)  # [n, D]
         mean = x.mean(0)
@@ -336,7 +354,12 @@ class FlowModelBase(TrainingMixin, GenerationMixin, SourceMixin, SaveLoadMixin, 
         ctx_codes = self._registered_codes(REGISTRY_KEYS.CONTEXT_KEY)
         contexts = ConditionTable.from_codes(list(cats), cats, ctx_codes)  # ordered by value
         pool = rows[self._cell_is_control()[rows]]  # the control cells among rows
-        means = condition_means(x, self._cell_conditions()[rows], len(table))  # [C, D]
+        cell_conditions = self._cell_conditions()[rows]
+        means = group_means(x, cell_conditions, len(table))  # [C, D]
+        known = np.zeros(len(self.vocabulary), dtype=bool)  # singles perturbed in these cells
+        trained = members[np.unique(cell_conditions)]
+        known[trained[trained >= 0]] = True
+        shift, in_prior = self._head_start(every, means, members, training=True)
         return FlowData(
             **conditions,
             context_codes=torch.as_tensor(contexts.codes),
@@ -344,46 +367,10 @@ class FlowModelBase(TrainingMixin, GenerationMixin, SourceMixin, SaveLoadMixin, 
             x_mean=torch.as_tensor(mean, dtype=torch.float32),
             x_scale=torch.tensor(scale, dtype=torch.float32),
             control_x=torch.as_tensor(self._registered(REGISTRY_KEYS.X_KEY, pool), dtype=torch.float32),
-            control_context=torch.as_tensor(_rows_of(contexts, ctx_codes[pool])),
+            control_context=torch.as_tensor(contexts.rows_of_codes(ctx_codes[pool])),
             condition_means=torch.as_tensor(means),
-            condition_shift=torch.as_tensor(self._training_shifts(means), dtype=torch.float32),
+            condition_shift=torch.as_tensor(shift, dtype=torch.float32),
+            in_prior=torch.as_tensor(in_prior),
+            known_singles=torch.as_tensor(known),
+            **self._condition_inputs(in_prior),
         )
-
-    def _training_shifts(self, means: np.ndarray) -> np.ndarray:
-        """Head start ``[C, D]`` of every registered condition in training (zeros without ``start_shift``).
-
-        ``shift_training="own"``: each condition's own measured shift (the flow learns the shape); ``"held_out"``:
-        the estimate it would get if it were held out (the flow learns to correct the estimate).
-        """
-        if self.start_shift == "none":
-            return np.zeros_like(means)
-        table, args = self.condition_table, self._setup_args
-        every = [table.condition(i) for i in range(len(table))]
-        if self.shift_training == "own":
-            return own_shifts(
-                every, means, perturbation_key=args["perturbation_key"], control_value=args["control_value"]
-            )
-        return self._shifts(every, means)
-
-    def _shifts(
-        self, conditions: Sequence[dict[str, Any] | None], means: np.ndarray | None = None
-    ) -> np.ndarray:
-        """Head start ``[T, D]`` of each condition (zeros without ``start_shift`` or for a raw prompt).
-
-        ``means``: the mean state of each registered condition (default: the module's, of the training cells).
-        """
-        out = np.zeros((len(conditions), self.n_features))
-        known = [i for i, c in enumerate(conditions) if c is not None]
-        if self.start_shift == "none" or not known:  # "none" for a noise source (see _init_source)
-            return out
-        table, args = self.condition_table, self._setup_args
-        if means is None:
-            means = self.module.condition_means.cpu().numpy()
-        out[known] = nearest_context_shifts(
-            [table.condition(i) for i in range(len(table))],
-            means,
-            [conditions[i] for i in known],
-            perturbation_key=args["perturbation_key"],
-            control_value=args["control_value"],
-        )
-        return out

@@ -55,6 +55,8 @@ class GenerationMixin:
 
     #: whether a raw prompt string can stand for a condition (only a prompt-conditioned, noise-source model)
     _accepts_raw_prompts = False
+    #: cells generated at once with ``batch_size=None`` (``benchmarks/speed.py``: CFM's dopri5 gains little beyond)
+    _predict_batch_size = 1024
 
     def predict_perturbation(
         self,
@@ -64,7 +66,7 @@ class GenerationMixin:
         source: ad.AnnData | np.ndarray | Sequence[str] | None = None,
         temperature: float = 1.0,
         seed: int | None = None,
-        batch_size: int = 256,
+        batch_size: int | None = None,
         return_path: bool = False,
         **generate_kwargs,
     ) -> ad.AnnData:
@@ -93,7 +95,9 @@ class GenerationMixin:
             is generated with this seed as if it were predicted alone: its cells depend neither on
             ``batch_size`` nor on the other conditions of the call (up to an adaptive ODE solver's tolerance).
         batch_size
-            Cells generated at once (bounds memory); conditions are batched together.
+            Cells generated at once (bounds memory); conditions are batched together. ``None``: the model's default,
+            as many as fit a fixed memory budget (CaLMFlow: its key/value cache in about 256 MB, at most 4,096 cells;
+            CFM: 1,024). Larger batches share the fixed cost of each step over more cells.
         return_path
             Also store every state of each generated path in ``obsm["X_path"]`` (cells x states x coordinates:
             the first is the start, the last the prediction).
@@ -112,6 +116,7 @@ class GenerationMixin:
         """
         if not isinstance(temperature, numbers.Real) or not np.isfinite(temperature) or temperature < 0:
             raise ValueError(f"temperature must be a finite number >= 0, got {temperature!r}.")
+        batch_size = self._default_batch_size() if batch_size is None else batch_size
         check_int("batch_size", batch_size)
         check_int("seed", seed, minimum=0, allow_none=True)
         if source is None:
@@ -148,14 +153,17 @@ class GenerationMixin:
         *,
         temperature: float = 1.0,
         seed: int | None = None,
-        batch_size: int = 256,
+        batch_size: int | None = None,
         return_path: bool = False,
     ) -> ad.AnnData:
         """Generate ``n_cells`` cells across the registered conditions, in their proportions in the data.
 
         With a template without fields this is plain unconditional generation. Returns a new AnnData as
-        :meth:`predict_perturbation` does; each condition gets its own seed drawn from ``seed``.
+        :meth:`predict_perturbation` does; each condition gets its own seed drawn from ``seed``. ``batch_size``
+        as in :meth:`predict_perturbation`.
         """
+        batch_size = self._default_batch_size() if batch_size is None else batch_size
+        check_int("batch_size", batch_size)
         check_int("n_cells", n_cells)
         check_int("seed", seed, minimum=0, allow_none=True)
         rng = np.random.default_rng(seed)
@@ -189,6 +197,10 @@ class GenerationMixin:
         )
         pred.obs_names = np.arange(pred.n_obs).astype(str)
         return pred
+
+    def _default_batch_size(self) -> int:
+        """Cells generated at once when ``batch_size=None`` (a model may size it by memory)."""
+        return self._predict_batch_size
 
     # ------------------------------------------------------------------ requests
     def _request(self, condition: dict[str, Any], seed: int) -> _Request:
@@ -249,11 +261,16 @@ class GenerationMixin:
                 raise KeyError(f"Field(s) {missing} are neither in the condition nor in the source obs.")
             for f, v in cond.items():  # typed as registered: {"dose": 1.0} on an int column writes 1
                 obs[f] = [self.condition_table.typed(f, v)[0]] * len(obs)
-            for i, row in enumerate(obs[fields].to_dict("records")):
-                key = (len(x0s), tuple(map(str, row.values())))
-                if key not in requests:
-                    requests[key] = self._request(row, seed)
-                requests[key].cells.append(start + i)
+            # one request per distinct condition among the source cells (their own obs fill the missing fields)
+            groups = (
+                obs[fields].astype(str).groupby(fields, sort=False).indices
+                if fields
+                else {(): np.arange(len(obs))}
+            )
+            for cells in groups.values():
+                row = obs[fields].iloc[int(cells[0])].to_dict()
+                request = requests[(len(x0s), tuple(map(str, row.values())))] = self._request(row, seed)
+                request.cells.extend((start + cells).tolist())
             obs[PROMPT_COL] = None
             x0s.append(x0)
             obs_parts.append(obs)
@@ -282,14 +299,19 @@ class GenerationMixin:
         for i, req in enumerate(requests):
             rows[req.cells] = i
         generators = [torch.Generator().manual_seed(req.seed) for req in requests]
-        start = None
-        if x0 is not None:  # a control source, plus each condition's head start (zeros without start_shift)
-            start = torch.as_tensor(x0 + self._shifts([r.condition for r in requests])[rows].astype(x0.dtype))
+        conditions = [r.condition for r in requests]
+        members = self._members(conditions, warn=True)  # [R, P]
+        means = self.module.condition_means.cpu().numpy()  # [C, D] of the training conditions
+        shift, in_prior = self._head_start(conditions, means, members, training=False)  # [R, D], [R, P]
+        start = None if x0 is None else torch.as_tensor(x0)
         self.module.eval()
         out = self._sample_states(
             requests,
             torch.as_tensor(rows),
+            members=torch.as_tensor(members),
+            in_prior=torch.as_tensor(in_prior),
             x0=start,
+            shift=torch.as_tensor(shift[rows], dtype=torch.float32),  # zeros without a head start
             generators=generators,
             temperature=temperature,
             batch_size=batch_size,

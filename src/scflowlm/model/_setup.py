@@ -148,6 +148,8 @@ def register(
     obsm_key: str,
     layer: str | None,
     context_keys: Sequence[str] | None,
+    perturbation_embeddings: pd.DataFrame | str | None = None,
+    combination_sep: str = "+",
     **kwargs,
 ) -> None:
     """Check ``adata`` and register its fields with ``cls`` (the body of ``setup_anndata``).
@@ -158,6 +160,12 @@ def register(
     ``adata.uns["scflowlm"]`` so that :mod:`scflowlm.tl` functions need not be told them again.
     """
     _check_states(adata, obsm_key, layer)
+    if not isinstance(combination_sep, str):
+        raise TypeError(f"combination_sep must be a string such as '+', got {combination_sep!r}.")
+    # the registry keeps the vectors themselves (not a uns key): a load needs no AnnData to rebuild the model
+    setup_method_args["setup_args"]["perturbation_embeddings"] = check_embeddings(
+        adata, perturbation_embeddings
+    )
     builder = PromptBuilder(prompt_template, control_template, perturbation_key, control_value)
     context_keys = list(context_keys) if context_keys is not None else builder.context_fields
     _check_fields(adata, builder, context_keys)
@@ -183,8 +191,43 @@ def register(
         condition_keys=builder.fields,
         perturbation_key=perturbation_key,
         control_value=control_value,
+        combination_sep=combination_sep,
         obsm_key=obsm_key,
     ).to_uns()
+
+
+def check_embeddings(adata: ad.AnnData, embeddings: pd.DataFrame | str | None) -> pd.DataFrame | None:
+    """The gene vectors of ``setup_anndata(perturbation_embeddings=...)`` as a float32 DataFrame, checked."""
+    if embeddings is None:
+        return None
+    if isinstance(embeddings, str):
+        if embeddings not in adata.uns:
+            raise KeyError(
+                f"perturbation_embeddings={embeddings!r} is not a key of adata.uns (keys: {list(adata.uns)[:10]}); pass "
+                "a DataFrame (perturbation name -> vector) or the uns key of one."
+            )
+        embeddings = adata.uns[embeddings]
+    if isinstance(embeddings, dict):
+        embeddings = pd.DataFrame.from_dict(embeddings, orient="index")
+    if not isinstance(embeddings, pd.DataFrame):
+        raise TypeError(
+            "perturbation_embeddings must be a DataFrame with one row per perturbation (index: its name), a dict of "
+            f"name -> vector, or the adata.uns key of one; got {type(embeddings).__name__}."
+        )
+    index = embeddings.index.astype(str)
+    if not index.is_unique:
+        raise ValueError(
+            f"perturbation_embeddings has duplicate names: {list(index[index.duplicated()][:5])}."
+        )
+    try:
+        values = embeddings.to_numpy(dtype=np.float32)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"perturbation_embeddings must hold numbers only ({err}).") from err
+    if values.ndim != 2 or values.shape[1] == 0 or not np.isfinite(values).all():
+        raise ValueError(
+            "perturbation_embeddings must be a 2-D table of finite numbers with at least one column."
+        )
+    return pd.DataFrame(values, index=pd.Index(index, name=None))
 
 
 def registered_categories(registry: dict, key: str) -> dict[str, np.ndarray]:

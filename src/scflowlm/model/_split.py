@@ -9,7 +9,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+import torch
 from scvi.dataloaders import DataSplitter
+from torch.utils.data import DataLoader, Sampler
 
 from scflowlm._utils import check_int
 from scflowlm.data import match_mask
@@ -17,7 +19,7 @@ from scflowlm.data import match_mask
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-__all__ = ["HoldoutSplitter", "check_train_args", "holdout_mask", "split"]
+__all__ = ["ConditionBatchSampler", "HoldoutSplitter", "check_train_args", "holdout_mask", "split"]
 
 
 def check_train_args(
@@ -91,6 +93,47 @@ def split(
     return np.sort(pool[n_val:]), np.sort(pool[:n_val]), np.nonzero(held)[0]
 
 
+class ConditionBatchSampler(Sampler):
+    """Minibatches of a few conditions each, many cells per condition.
+
+    Each epoch, every condition's cells are shuffled and cut into chunks of ``batch_size // conditions_per_batch``
+    cells; the chunks are shuffled and laid end to end into batches of ``batch_size`` (the last incomplete batch
+    is dropped). With many conditions, random minibatches hold a few cells of each, and the optimal-transport
+    pairing of a condition's cells with control cells inside a minibatch is then nearly random; here each
+    condition brings enough cells for the pairing to follow the data (as CellFlow samples one condition a step).
+    The order follows torch's global random state (``scvi.settings.seed``).
+
+    Parameters
+    ----------
+    groups
+        ``[n]`` the condition of each cell of the loader.
+    batch_size
+        Cells per minibatch.
+    conditions_per_batch
+        Conditions per minibatch (about).
+    """
+
+    def __init__(self, groups: np.ndarray, *, batch_size: int, conditions_per_batch: int):
+        self.groups = np.asarray(groups)
+        self.batch_size = batch_size
+        self.chunk = max(batch_size // max(conditions_per_batch, 1), 1)
+
+    def __len__(self) -> int:
+        return len(self.groups) // self.batch_size
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(int(torch.randint(2**62, (1,))))
+        chunks = []
+        for c in np.unique(self.groups):
+            cells = np.flatnonzero(self.groups == c)
+            cells = cells[torch.randperm(len(cells), generator=generator).numpy()]
+            chunks += [cells[i : i + self.chunk] for i in range(0, len(cells), self.chunk)]
+        order = torch.randperm(len(chunks), generator=generator).numpy()
+        flat = np.concatenate([chunks[i] for i in order]) if chunks else np.zeros(0, dtype=np.int64)
+        for b in range(len(self)):
+            yield flat[b * self.batch_size : (b + 1) * self.batch_size].tolist()
+
+
 class HoldoutSplitter(DataSplitter):
     """scvi-tools' :class:`~scvi.dataloaders.DataSplitter` whose test set is the cells of held-out conditions.
 
@@ -116,6 +159,9 @@ class HoldoutSplitter(DataSplitter):
         Cells per minibatch (the last incomplete batch is dropped).
     distributed
         Whether training runs with DDP (a distributed sampler, one shared split seed).
+    groups, conditions_per_batch
+        ``[n]`` the condition of every cell, and how many conditions a training minibatch holds
+        (:class:`ConditionBatchSampler`); ``None``: random minibatches (and always under DDP).
     **kwargs
         Passed to :class:`~scvi.dataloaders.DataSplitter`.
 
@@ -144,8 +190,12 @@ class HoldoutSplitter(DataSplitter):
         seed: int | None,
         batch_size: int,
         distributed: bool = False,
+        groups: np.ndarray | None = None,
+        conditions_per_batch: int | None = None,
         **kwargs,
     ):
+        self.groups, self.batch_size = groups, batch_size
+        self.conditions_per_batch = None if distributed or groups is None else conditions_per_batch
         if seed is None and distributed:
             seed = int(
                 os.environ.setdefault(self.SEED_VARIABLE, str(np.random.default_rng().integers(2**31)))
@@ -156,6 +206,8 @@ class HoldoutSplitter(DataSplitter):
         if len(flows_train) < batch_size:
             n_out = len(train) - len(flows_train)
             why = f" ({n_out} {not_flows_reason})" if n_out else ""
+            if not len(flows_train):  # no smaller batch_size helps
+                raise ValueError(f"There are no cells to train on{why}.")
             raise ValueError(
                 f"batch_size={batch_size} is larger than the {len(flows_train)} training cells{why}; pass a smaller "
                 "batch_size."
@@ -172,3 +224,18 @@ class HoldoutSplitter(DataSplitter):
             drop_last=True,
             **kwargs,
         )
+
+    def train_dataloader(self):
+        """The training loader: condition minibatches with ``conditions_per_batch``, else scvi-tools' random ones."""
+        if not self.conditions_per_batch:
+            return super().train_dataloader()
+        dataset = self.adata_manager.create_torch_dataset(
+            indices=self.train_idx, load_sparse_tensor=self.load_sparse_tensor
+        )
+        sampler = ConditionBatchSampler(
+            self.groups[self.train_idx],
+            batch_size=self.batch_size,
+            conditions_per_batch=self.conditions_per_batch,
+        )
+        # the sampler yields whole batches: no automatic batching (as scvi-tools' loader)
+        return DataLoader(dataset, sampler=sampler, batch_size=None, pin_memory=self.pin_memory)

@@ -81,12 +81,15 @@ class FlowModuleBase(_DataBuffers, BaseModuleClass):
     themselves.
     """
 
-    def __init__(self, n_features: int, source: str, data: FlowData):
+    def __init__(self, n_features: int, source: str, data: FlowData, *, prior_dropout: float = 0.0):
         super().__init__()
         if source not in SOURCES:
             raise ValueError(f"source must be 'noise' or 'control', got {source!r}.")
+        if not 0 <= prior_dropout < 1:
+            raise ValueError(f"prior_dropout must be in [0, 1), got {prior_dropout!r}.")
         self.source = source
         self.n_features = n_features
+        self.prior_dropout = prior_dropout
         self.conditions = CodeIndex(data.condition_codes, data.n_categories)
         self.contexts = CodeIndex(data.context_codes, data.n_context_categories)
         for name, value in self._plain_tensors(data).items():
@@ -124,22 +127,35 @@ class FlowModuleBase(_DataBuffers, BaseModuleClass):
         return x * self.x_scale + self.x_mean
 
     # ------------------------------------------------------------------ the source
+    def prior_use(self) -> torch.Tensor:
+        """``[C]`` which conditions start at their head start in this minibatch.
+
+        In training, each condition with a head start keeps it with probability ``1 - prior_dropout`` (one draw per
+        condition and minibatch), so the model also learns each flow without it; in evaluation, always.
+        """
+        has = self.in_prior.any(1) if self.in_prior.numel() else torch.zeros_like(self.condition_is_control)
+        if self.training and self.prior_dropout > 0:
+            has = has & (torch.rand(len(has), device=has.device) >= self.prior_dropout)
+        return has
+
+    def head_start(self, condition: torch.Tensor, use_prior: torch.Tensor) -> torch.Tensor:
+        """Standardised head start ``[B, D]`` of each cell's condition (zeros where ``use_prior [C]`` is off).
+
+        The head start translates a condition's whole flow: the module learns the flow from the control cells to
+        the targets minus the head start (:meth:`draw_source` pairs them), and generation adds it back to every
+        state. A flow that moves nothing then predicts the control cells plus the head start.
+        """
+        return self.condition_shift[condition] * use_prior[condition].unsqueeze(-1) / self.x_scale  # a shift
+
     def draw_source(self, x1: torch.Tensor, condition: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         """Source points for a training batch of standardised targets ``x1 [B, D]``.
 
-        ``"noise"``: ``N(0, I)``. ``"control"``: control cells of each target's context (plus the condition's
-        head start, ``condition_shift``), paired with the targets by exact OT within the context; targets that
-        are themselves controls start from themselves.
+        ``"noise"``: ``N(0, I)``. ``"control"``: control cells of each target's context, paired with the targets by
+        exact OT within the context; targets that are themselves controls start from themselves.
         """
         if self.source == "noise":
             return torch.randn_like(x1)
         x0 = x1.clone()
-        # [B, D] standardised head start (a shift: divided by the scale only)
-        shift = (
-            self.condition_shift[condition] / self.x_scale
-            if len(self.condition_shift)
-            else torch.zeros_like(x1)
-        )
         perturbed = ~self.condition_is_control[condition]  # [B]
         for c in torch.unique(context[perturbed]):
             rows = torch.nonzero(perturbed & (context == c)).view(-1)
@@ -148,7 +164,7 @@ class FlowModuleBase(_DataBuffers, BaseModuleClass):
                 raise RuntimeError(f"No control cells for context {int(c)}; cannot use source='control'.")
             pick = pool[torch.randint(len(pool), (len(rows),), device=pool.device)]
             candidates = self.standardize(self.control_x[pick])  # [n_c, D]
-            x0[rows] = candidates[ot_permutation(candidates, x1[rows] - shift[rows])] + shift[rows]
+            x0[rows] = candidates[ot_permutation(candidates, x1[rows])]
         return x0
 
     def start_states(

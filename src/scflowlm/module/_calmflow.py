@@ -8,10 +8,17 @@ import torch
 from scvi.module.base import LossOutput, auto_move_data
 from torch import nn
 
-from scflowlm.nn import SpatioTemporalTokenizer, VariationalHead, backbone_forward, new_kv_cache
+from scflowlm.nn import (
+    ConditionEncoder,
+    SpatioTemporalTokenizer,
+    VariationalHead,
+    backbone_forward,
+    new_kv_cache,
+    reserve_kv_cache,
+)
 
 from ._base import FlowModuleBase
-from ._volterra import group_trajectories, straight_path, time_grid
+from ._volterra import condition_sequences, group_trajectories, straight_path, time_grid
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -42,9 +49,10 @@ class CaLMFlowModule(FlowModuleBase):
     n_features
         Dimension ``D`` of a cell state.
     data
-        The conditions, statistics and control pool, with the prompts (``prompt_ids``, ``prompt_mask``:
-        ``[C, L]``, or ``[2C, L]`` with ``prompt_dropout``, rows ``C..2C-1`` holding the same conditions'
-        context-free prompts); see :class:`~scflowlm.module.FlowData`.
+        The conditions, statistics and control pool, with the prompts (``prompt_ids``, ``prompt_mask``: ``[2C, L]``,
+        rows ``C..2C-1`` the prompts a condition reads when it starts at its head start, naming only the
+        perturbations still to move; with ``prompt_dropout``, ``[3C, L]``, rows ``2C..3C-1`` the context-free
+        prompts); see :class:`~scflowlm.module.FlowData`.
     n_time_points
         ``N``.
     n_space_tokens
@@ -63,6 +71,9 @@ class CaLMFlowModule(FlowModuleBase):
         Dropout in the tokenizer and head MLPs.
     prompt_dropout
         Probability that a training sequence reads its condition's context-free prompt instead of the full one.
+    prior_dropout
+        Probability that a training condition starts without its head start (per minibatch), so the flow is also
+        learned from the control cells alone; see :meth:`~scflowlm.module.FlowModuleBase.prior_use`.
     """
 
     def __init__(
@@ -80,14 +91,17 @@ class CaLMFlowModule(FlowModuleBase):
         source: str = "noise",
         dropout: float = 0.0,
         prompt_dropout: float = 0.0,
+        prior_dropout: float = 0.0,
     ):
         if data.prompt_ids is None or data.prompt_mask is None:
             raise ValueError(
                 "CaLMFlowModule needs data.prompt_ids and data.prompt_mask (the conditions' prompts)."
             )
-        super().__init__(n_features, source, data)
+        super().__init__(n_features, source, data, prior_dropout=prior_dropout)
         self.backbone = backbone
         hidden = backbone.config.hidden_size
+        vector_size = 0 if data.single_vectors is None else data.single_vectors.shape[1]
+        self.encoder = ConditionEncoder(len(data.known_singles), hidden, vector_size=vector_size)
         self.n_time_points = n_time_points
         self.n_space_tokens = n_space_tokens
         self.n_trajectories = n_trajectories
@@ -106,33 +120,75 @@ class CaLMFlowModule(FlowModuleBase):
         """Prompt token ids ``[S, L]`` -> embeddings ``[S, L, H]`` from the backbone's input embedding."""
         return self.backbone.get_input_embeddings()(ids)
 
+    def known_tokens(self) -> torch.Tensor:
+        """``[V]`` whether a prompt token id is a word of the prompts of the conditions with training cells.
+
+        Every prompt row of such a condition counts (full, head-start and context-free). A learned word embedding of
+        no such prompt was never trained: it is random, and reads as noise.
+        """
+        n = len(self.condition_is_control)
+        measured = torch.isfinite(self.condition_means).all(1)  # [C]
+        rows = measured.repeat(len(self.prompt_ids) // max(n, 1))  # [C']: rows c, C+c, (2C+c) of condition c
+        ids = self.prompt_ids[rows][self.prompt_mask[rows].bool()]  # [tokens]
+        out = torch.zeros(self.backbone.get_input_embeddings().num_embeddings, dtype=torch.bool)
+        out[ids.cpu()] = True
+        return out
+
+    def prefix(
+        self,
+        prompt_ids: torch.Tensor,
+        prompt_mask: torch.Tensor,
+        members: torch.Tensor | None = None,
+        in_prior: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """What a sequence reads before its states: the prompt's words, then the condition encoder's token.
+
+        ``prompt_ids``, ``prompt_mask``: ``[U, L]`` (left-padded); ``members``, ``in_prior``: ``[U, P]`` the
+        conditions' single perturbations (see :class:`~scflowlm.nn.ConditionEncoder`; ``None``: none). Returns the
+        embeddings ``[U, L+1, H]`` and their mask ``[U, L+1]``.
+        """
+        if members is None:
+            members = torch.full((len(prompt_ids), 1), -1, dtype=torch.long, device=prompt_ids.device)
+            in_prior = torch.zeros_like(members, dtype=torch.bool)
+        words = self.embed_prompt(prompt_ids)  # [U, L, H]
+        vectors = self.single_vectors if hasattr(self, "single_vectors") else None
+        token = self.encoder(members.to(words.device), in_prior.to(words.device), self.known_singles, vectors)
+        emb = torch.cat([words, token.unsqueeze(1).to(words)], dim=1)  # [U, L+1, H]
+        return emb, torch.cat([prompt_mask, prompt_mask.new_ones(len(prompt_mask), 1)], dim=1)  # [U, L+1]
+
     def _prompt_cache(
-        self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, rows: torch.Tensor
+        self,
+        prompt_ids: torch.Tensor,
+        prompt_mask: torch.Tensor,
+        rows: torch.Tensor,
+        members: torch.Tensor | None = None,
+        in_prior: torch.Tensor | None = None,
     ) -> tuple[DynamicCache, torch.Tensor | None]:
-        """Encode each of ``C`` prompts once; every sequence then reads the keys and values of its own prompt.
+        """Encode each of ``U`` prefixes once; every sequence then reads the keys and values of its own.
 
-        ``prompt_ids``, ``prompt_mask``: ``[C, L]`` (left-padded); ``rows``: ``[S]`` prompt of each sequence.
-        Returns the key/value cache ``[S, ..., L, ...]`` and the prompt mask ``[S, L]`` (``None`` without
-        padding: plain causal attention, no mask tensor to build). Gradients flow through the cache, so the
-        prompt costs ``C`` instead of ``S`` passes in training too.
+        ``prompt_ids``, ``prompt_mask``: ``[U, L]``; ``members``, ``in_prior``: ``[U, P]`` (see :meth:`prefix`);
+        ``rows``: ``[S]`` prefix of each sequence. Returns the key/value cache ``[S, ..., L+1, ...]`` and the prefix
+        mask ``[S, L+1]`` (``None`` without padding: plain causal attention, no mask tensor to build). Gradients
+        flow through the cache, so the prefix costs ``U`` instead of ``S`` passes in training too.
         """
-        padded = not bool(prompt_mask.all())
+        emb, mask = self.prefix(prompt_ids, prompt_mask, members, in_prior)  # [U, L+1, H], [U, L+1]
+        padded = not bool(mask.all())
         cache = new_kv_cache()
-        emb = self.embed_prompt(prompt_ids)  # [C, L, H]
-        backbone_forward(self.backbone, emb, attention_mask=prompt_mask if padded else None, cache=cache)
-        cache.reorder_cache(rows)  # [C, ...] -> [S, ...]
-        return cache, (prompt_mask[rows] if padded else None)
+        backbone_forward(self.backbone, emb, attention_mask=mask if padded else None, cache=cache)
+        cache.reorder_cache(rows)  # [U, ...] -> [S, ...]
+        return cache, (mask[rows] if padded else None)
 
-    def _run(self, prompt: torch.Tensor, pmask: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        """Backbone over ``[prompt ; tokens]`` without a cache (the reference the cached passes must equal).
+    def _run(self, emb: torch.Tensor, pmask: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """Backbone over ``[prefix ; tokens]`` without a cache (the reference the cached passes must equal).
 
-        Returns the outputs at the token positions ``[S, T, H]``.
+        ``emb``, ``pmask``: ``[S, L+1, H]``, ``[S, L+1]`` from :meth:`prefix`. Returns the outputs at the token
+        positions ``[S, T, H]``.
         """
-        emb = torch.cat([self.embed_prompt(prompt).to(tokens.dtype), tokens], dim=1)  # [S, L+T, H]
+        emb = torch.cat([emb.to(tokens.dtype), tokens], dim=1)  # [S, L+1+T, H]
         mask = None  # no padding: plain causal attention, no mask tensor to build
         if not bool(pmask.all()):
-            mask = torch.cat([pmask, pmask.new_ones(tokens.shape[:2])], dim=1)  # [S, L+T]
-        return backbone_forward(self.backbone, emb, attention_mask=mask)[:, prompt.shape[1] :]
+            mask = torch.cat([pmask, pmask.new_ones(tokens.shape[:2])], dim=1)  # [S, L+1+T]
+        return backbone_forward(self.backbone, emb, attention_mask=mask)[:, pmask.shape[1] :]
 
     # ------------------------------------------------------------------ training
     @auto_move_data
@@ -143,18 +199,24 @@ class CaLMFlowModule(FlowModuleBase):
         -------
         ``{"h": [S, N-1, M, K*H], "velocity": [S, N-1, M, D]}``.
         """
-        x1 = self.standardize(x)  # [B, D]
+        use_prior = self.prior_use()  # [C]
+        # [B, D] in the frame of the head start: the flow learns what it leaves to move
+        x1 = self.standardize(x) - self.head_start(condition, use_prior)
         x0 = self.draw_source(x1, condition, context)  # [B, D]
         groups = group_trajectories(condition, self.n_trajectories)  # [S, M]
         path = straight_path(x0[groups], x1[groups], self.times).transpose(1, 2)  # [S, N, M, D]
+        n_conditions = len(self.condition_is_control)
         prompt = condition[groups[:, 0]]  # [S] row of each sequence's prompt
+        prompt = prompt + n_conditions * use_prior[prompt]  # rows C..2C-1: the head start's prompts
         if self.training and self.prompt_dropout > 0:  # some sequences read their context-free prompt
-            n_conditions = len(self.condition_is_control)
-            prompt = prompt + n_conditions * (
-                torch.rand(len(prompt), device=prompt.device) < self.prompt_dropout
-            )
+            dropped = torch.rand(len(prompt), device=prompt.device) < self.prompt_dropout
+            prompt = torch.where(dropped, prompt % n_conditions + 2 * n_conditions, prompt)
         used, rows = torch.unique(prompt, return_inverse=True)  # [U], [S]
-        cache, mask = self._prompt_cache(self.prompt_ids[used], self.prompt_mask[used], rows)
+        cond = used % n_conditions  # [U] the condition of each prompt
+        in_prior = self.in_prior[cond] & use_prior[cond].unsqueeze(-1)  # [U, P]
+        cache, mask = self._prompt_cache(
+            self.prompt_ids[used], self.prompt_mask[used], rows, self.members[cond], in_prior
+        )
         tokens = self.state_tokenizer(path)  # [S, N*M*K, H]
         if mask is not None:
             mask = torch.cat([mask, mask.new_ones(tokens.shape[:2])], dim=1)  # [S, L+N*M*K]
@@ -191,6 +253,8 @@ class CaLMFlowModule(FlowModuleBase):
         x0: torch.Tensor,
         *,
         rows: torch.Tensor | None = None,
+        members: torch.Tensor | None = None,
+        in_prior: torch.Tensor | None = None,
         temperature: float = 1.0,
         noise: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
@@ -209,6 +273,8 @@ class CaLMFlowModule(FlowModuleBase):
             ``[S, M, D]`` standardised start states.
         rows
             ``[S]`` prompt of each sequence; default: the one prompt (``C = 1``) or one per sequence (``C = S``).
+        members, in_prior
+            ``[C, P]`` the single perturbations of the prompts' conditions (see :meth:`prefix`; ``None``: none).
         temperature
             ``tau``: scales the latent variance.
         noise
@@ -230,8 +296,11 @@ class CaLMFlowModule(FlowModuleBase):
         rows = rows.to(x0.device)
         dt = self.times[1:] - self.times[:-1]
         path = [x0]
-        if use_cache:
-            cache, mask = self._prompt_cache(prompt_ids, prompt_mask, rows)  # mask [S, L] grows by M*K a step
+        if use_cache:  # mask [S, L+1] grows by M*K a step, into room reserved for every step's tokens
+            cache, mask = self._prompt_cache(prompt_ids, prompt_mask, rows, members, in_prior)
+            reserve_kv_cache(cache, (N - 1) * M * self.n_space_tokens)
+        else:
+            emb, pmask = self.prefix(prompt_ids, prompt_mask, members, in_prior)  # [C, L+1, H], [C, L+1]
         for i in range(N - 1):
             if use_cache:
                 tokens = self.state_tokenizer(path[-1][:, None], time_index=i)  # [S, M*K, H]
@@ -241,7 +310,7 @@ class CaLMFlowModule(FlowModuleBase):
                 h = backbone_forward(self.backbone, tokens, attention_mask=mask, cache=cache)  # [S, M*K, H]
             else:
                 tokens = self.state_tokenizer(torch.stack(path, dim=1))  # [S, (i+1)*M*K, H]
-                h = self._run(prompt_ids[rows], prompt_mask[rows], tokens)[:, -M * self.n_space_tokens :]
+                h = self._run(emb[rows], pmask[rows], tokens)[:, -M * self.n_space_tokens :]
             eps = None if noise is None else noise[:, i]  # [S, M, Z]
             v = self.head.sample(h.reshape(S, M, -1), temperature=temperature, noise=eps, generator=generator)
             path.append(path[-1] + dt[i] * v)  # [S, M, D]
@@ -254,7 +323,10 @@ class CaLMFlowModule(FlowModuleBase):
         prompt_mask: torch.Tensor,
         rows: torch.Tensor,
         *,
+        members: torch.Tensor | None = None,
+        in_prior: torch.Tensor | None = None,
         x0: torch.Tensor | None = None,
+        shift: torch.Tensor | None = None,
         generators: Sequence[torch.Generator],
         temperature: float = 1.0,
         batch_size: int = 256,
@@ -274,8 +346,13 @@ class CaLMFlowModule(FlowModuleBase):
             ``[C, L]`` prompts of the C conditions of this call (left-padded).
         rows
             ``[n]`` condition of each cell.
+        members, in_prior
+            ``[C, P]`` the single perturbations of the C conditions and which are in their head start (see
+            :meth:`prefix`).
         x0
             ``[n, D]`` raw start states (a control source), or ``None`` for ``N(0, I)`` noise.
+        shift
+            ``[n, D]`` raw head start of each cell, added to every state of its path (see :meth:`head_start`).
         generators
             One torch generator per condition.
         temperature
@@ -298,13 +375,7 @@ class CaLMFlowModule(FlowModuleBase):
                 # step by step, as one rollout of these cells draws it
                 for i in range(N - 1) if len(idx) else ():
                     noise[idx, i] = torch.randn(len(idx), noise.shape[-1], generator=gen).to(noise)
-        seqs, real = [], []
-        for c in torch.unique(rows):
-            idx = torch.nonzero(rows == c).view(-1)
-            pad = (-len(idx)) % M  # the last sequence is filled with repeats of its cells, dropped below
-            seqs.append(torch.cat([idx, idx[-1:].expand(pad)]).view(-1, M))
-            real.append((torch.arange(len(idx) + pad) < len(idx)).view(-1, M))
-        seqs, real = torch.cat(seqs), torch.cat(real)  # [S, M]
+        seqs, real = condition_sequences(rows, M)  # [S, M] cells, [S, M] not a filling repeat
         out = torch.empty((n, N, z0.shape[1]) if return_path else (n, z0.shape[1]), dtype=z0.dtype)
         device = self.x_mean.device
         per = max(batch_size // M, 1)
@@ -316,10 +387,14 @@ class CaLMFlowModule(FlowModuleBase):
                 prompt_mask,
                 z0[seq].to(device),
                 rows=rows[seq[:, 0]],
+                members=members,
+                in_prior=in_prior,
                 temperature=temperature,
                 noise=eps,
                 use_cache=use_cache,
             )  # [s, N, M, D]
             path = self.unstandardize(path).transpose(1, 2).cpu()  # [s, M, N, D]
             out[seq[keep]] = path[keep] if return_path else path[keep][:, -1]
+        if shift is not None:
+            out = out + (shift.unsqueeze(1) if return_path else shift).to(out)
         return out

@@ -8,7 +8,7 @@ import torch
 from scvi.module.base import LossOutput, auto_move_data
 from torchdiffeq import odeint
 
-from scflowlm.nn import VectorFieldMLP
+from scflowlm.nn import ConditionEncoder, VectorFieldMLP
 
 from ._base import FlowModuleBase
 from ._coupling import ot_permutation, sinkhorn_pairing
@@ -33,8 +33,9 @@ class CFMModule(FlowModuleBase):
 
     Training (simulation-free): targets ``x1`` are the standardised cells of a batch, sources ``x0`` come
     from :meth:`~scflowlm.module.FlowModuleBase.draw_source` (``N(0, I)`` or OT-paired control cells of
-    the same context). The covariate vector ``c`` of a cell is the row of :attr:`covariates` of its
-    condition. With ``t ~ U(0, 1)``:
+    the same context). The covariate vector ``c`` of a cell is its condition's row of :attr:`covariates` (the
+    context fields, one-hot) followed by the :class:`~scflowlm.nn.ConditionEncoder` embedding of its single
+    perturbations (the same per-perturbation structure as CaLMFlow's). With ``t ~ U(0, 1)``:
 
     ``flow="i"`` (I-CFM)
         Independent coupling; ``x_t = t x1 + (1 - t) x0 + sigma eps``, target ``u_t = x1 - x0``.
@@ -59,8 +60,8 @@ class CFMModule(FlowModuleBase):
     n_features
         Dimension ``D`` of a cell state.
     data
-        The conditions, statistics and control pool, with each condition's covariate vector (``covariates``,
-        ``[C, P]``); see :class:`~scflowlm.module.FlowData`.
+        The conditions, statistics and control pool, with each condition's context covariates (``covariates``,
+        ``[C, Pc]``, one-hot context fields); see :class:`~scflowlm.module.FlowData`.
     flow
         ``"i"``, ``"ot"`` or ``"sb"``.
     sigma
@@ -76,6 +77,10 @@ class CFMModule(FlowModuleBase):
         Dropout in the vector-field MLP.
     n_frequencies
         Sinusoidal time frequencies fed to the MLP.
+    n_encoding
+        Width of the condition encoder's embedding of the single perturbations.
+    prior_dropout
+        Probability that a training condition starts without its head start (per minibatch).
     """
 
     def __init__(
@@ -90,6 +95,8 @@ class CFMModule(FlowModuleBase):
         source: str = "noise",
         dropout: float = 0.0,
         n_frequencies: int = 4,
+        n_encoding: int = 32,
+        prior_dropout: float = 0.0,
     ):
         if flow not in FLOWS:
             raise ValueError(f"flow must be one of {FLOWS}, got {flow!r}.")
@@ -99,15 +106,30 @@ class CFMModule(FlowModuleBase):
             raise ValueError(f"sigma must be >= 0 (and > 0 for flow='sb'), got {sigma}.")
         if data.covariates is None or data.covariates.dim() != 2:
             raise ValueError(
-                "CFMModule needs data.covariates, the [C, P] covariate vectors of the conditions."
+                "CFMModule needs data.covariates, the [C, Pc] context covariates of the conditions."
             )
-        super().__init__(n_features, source, data)
-        n_covariates = self.n_covariates = data.covariates.shape[1]
+        super().__init__(n_features, source, data, prior_dropout=prior_dropout)
+        vector_size = 0 if data.single_vectors is None else data.single_vectors.shape[1]
+        self.encoder = ConditionEncoder(len(data.known_singles), n_encoding, vector_size=vector_size)
+        #: width of the vector field's covariate input: the context covariates and the encoder's embedding
+        self.n_covariates = data.covariates.shape[1] + n_encoding
         self.flow = flow
         self.sigma = float(sigma)
         self.field = VectorFieldMLP(
-            n_features, n_covariates, n_hidden, n_layers, n_frequencies=n_frequencies, dropout=dropout
+            n_features, self.n_covariates, n_hidden, n_layers, n_frequencies=n_frequencies, dropout=dropout
         )
+
+    def condition_covariates(
+        self, covariates: torch.Tensor, members: torch.Tensor, in_prior: torch.Tensor
+    ) -> torch.Tensor:
+        """The vector field's covariates ``[U, Pc+E]`` of ``U`` conditions.
+
+        ``covariates``: ``[U, Pc]`` context covariates; ``members``, ``in_prior``: ``[U, P]`` the single perturbations
+        and which are in the head start (:class:`~scflowlm.nn.ConditionEncoder`).
+        """
+        vectors = self.single_vectors if hasattr(self, "single_vectors") else None
+        encoded = self.encoder(members, in_prior, self.known_singles, vectors)  # [U, E]
+        return torch.cat([covariates.to(encoded), encoded], dim=-1)
 
     # ------------------------------------------------------------------ coupling and paths
     def pair(self, x0: torch.Tensor, x1: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
@@ -165,13 +187,17 @@ class CFMModule(FlowModuleBase):
         -------
         ``{"x_t": [B, D], "t": [B], "u_t": [B, D], "c": [B, P]}``.
         """
-        x1 = self.standardize(x)  # [B, D]
+        use_prior = self.prior_use()  # [C]
+        # [B, D] in the frame of the head start: the flow learns what it leaves to move
+        x1 = self.standardize(x) - self.head_start(condition, use_prior)
         x0 = self.draw_source(x1, condition, context)  # [B, D]
         if self.source == "noise":
             x0 = self.pair(x0, x1, condition)  # [B, D]
         t = torch.rand(x1.shape[0], device=x1.device) * (1.0 - 2.0 * T_EPS) + T_EPS  # [B]
         x_t, u_t = self.sample_path(x0, x1, t)  # [B, D], [B, D]
-        c = self.covariates[condition]  # [B, P]
+        used, rows = torch.unique(condition, return_inverse=True)  # [U], [B]
+        in_prior = self.in_prior[used] & use_prior[used].unsqueeze(-1)  # [U, P]
+        c = self.condition_covariates(self.covariates[used], self.members[used], in_prior)[rows]  # [B, Pc+E]
         return {"x_t": x_t, "t": t, "u_t": u_t, "c": c}
 
     def _get_generative_input(self, tensors, inference_outputs) -> dict[str, torch.Tensor]:
@@ -248,7 +274,10 @@ class CFMModule(FlowModuleBase):
         covariates: torch.Tensor,
         rows: torch.Tensor,
         *,
+        members: torch.Tensor | None = None,
+        in_prior: torch.Tensor | None = None,
         x0: torch.Tensor | None = None,
+        shift: torch.Tensor | None = None,
         generators: Sequence[torch.Generator],
         batch_size: int = 256,
         return_path: bool = False,
@@ -260,12 +289,17 @@ class CFMModule(FlowModuleBase):
         Parameters
         ----------
         covariates
-            ``[C, P]`` covariate vectors of the C conditions of this call.
+            ``[C, Pc]`` context covariates of the C conditions of this call.
         rows
             ``[n]`` condition of each cell.
+        members, in_prior
+            ``[C, P]`` the single perturbations of the conditions and which are in their head start (``None``:
+            none); see :meth:`condition_covariates`.
         x0
             ``[n, D]`` raw start states (a control source), or ``None`` for ``N(0, I)`` noise drawn from
             ``generators[c]`` for the cells of condition ``c``.
+        shift
+            ``[n, D]`` raw head start of each cell, added to every state of its path (see :meth:`head_start`).
         generators
             One torch generator per condition.
         batch_size
@@ -280,7 +314,14 @@ class CFMModule(FlowModuleBase):
         """
         rows = torch.as_tensor(rows, dtype=torch.long).cpu()
         z0 = self.start_states(rows, x0, generators).cpu()  # [n, D] standardised
-        cov = torch.as_tensor(covariates, dtype=z0.dtype)  # [C, P]
+        covariates = torch.as_tensor(covariates, dtype=z0.dtype).to(self.x_mean.device)  # [C, Pc]
+        if members is None:
+            members = torch.full((len(covariates), 1), -1, dtype=torch.long)
+            in_prior = torch.zeros_like(members, dtype=torch.bool)
+        device = self.x_mean.device
+        cov = self.condition_covariates(
+            covariates, members.to(device), in_prior.to(device)
+        ).cpu()  # [C, Pc+E]
         times = torch.linspace(0.0, 1.0, n_path_points) if return_path else None
         order = torch.argsort(rows, stable=True)  # cells of one condition together
         parts = []
@@ -292,4 +333,6 @@ class CFMModule(FlowModuleBase):
         out = torch.empty((len(rows), *parts[0].shape[1:]), dtype=z0.dtype) if parts else torch.empty(0)
         if parts:
             out[order] = torch.cat(parts)
+        if shift is not None and parts:
+            out = out + shift.unsqueeze(1).to(out)
         return out if return_path else out[:, -1]

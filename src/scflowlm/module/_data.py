@@ -46,6 +46,15 @@ class FlowData:
         ``[C, D]`` raw mean state of each condition's training cells (NaN for a condition without any).
     condition_shift
         ``[C, D]`` raw head start added to the control cells a condition's flows start from (zeros: none).
+    members
+        ``[C, P]`` the single perturbations of each condition, as indices into the vocabulary of singles
+        (``-1`` padding; a control has none).
+    in_prior
+        ``[C, P]`` whether each single's measured effect is in the condition's head start.
+    known_singles
+        ``[V]`` whether each single of the vocabulary was perturbed in the training cells.
+    single_vectors
+        ``[V, E]`` gene vector of each single (zeros for one without), or ``None``.
     prompt_ids, prompt_mask
         ``[C', L]`` token ids and attention mask of the conditions' prompts, left-padded (CaLMFlow).
     covariates
@@ -63,6 +72,10 @@ class FlowData:
     control_context: torch.Tensor
     condition_means: torch.Tensor
     condition_shift: torch.Tensor
+    members: torch.Tensor
+    in_prior: torch.Tensor
+    known_singles: torch.Tensor
+    single_vectors: torch.Tensor | None = None
     prompt_ids: torch.Tensor | None = None
     prompt_mask: torch.Tensor | None = None
     covariates: torch.Tensor | None = None
@@ -86,6 +99,9 @@ class FlowData:
             control_context=zeros(0, dtype=torch.long),
             condition_means=zeros(0, n_features),
             condition_shift=zeros(0, n_features),
+            members=zeros(0, 0, dtype=torch.long),
+            in_prior=zeros(0, 0, dtype=torch.bool),
+            known_singles=zeros(0, dtype=torch.bool),
         )
 
     def tensors(self) -> dict[str, torch.Tensor]:

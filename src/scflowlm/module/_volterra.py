@@ -66,3 +66,18 @@ def group_trajectories(
             idx = torch.cat([idx, idx[fill]])
         rows.append(idx.view(-1, M))
     return torch.cat(rows)
+
+
+def condition_sequences(rows: torch.Tensor, n_trajectories: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Generation's grouping: the cells of each condition, in order, ``M`` to a sequence.
+
+    ``rows``: ``[n]`` condition of each cell. Returns the cell indices ``[S, M]`` and which of them are real
+    ``[S, M]``: a condition's last sequence is filled with repeats of its last cell, to be dropped.
+    """
+    seqs, real = [], []
+    for c in torch.unique(rows):
+        idx = torch.nonzero(rows == c).view(-1)
+        pad = (-len(idx)) % n_trajectories
+        seqs.append(torch.cat([idx, idx[-1:].expand(pad)]).view(-1, n_trajectories))
+        real.append((torch.arange(len(idx) + pad) < len(idx)).view(-1, n_trajectories))
+    return torch.cat(seqs), torch.cat(real)

@@ -22,6 +22,7 @@ __all__ = [
     "build_backbone",
     "default_backbone_config",
     "new_kv_cache",
+    "reserve_kv_cache",
     "select_attn_implementation",
 ]
 
@@ -134,6 +135,55 @@ _CACHE_ARG = "cache" if "cache" in inspect.signature(GPTNeoXModel.forward).param
 def new_kv_cache() -> DynamicCache:
     """An empty key/value cache for :func:`backbone_forward` (filled in place by each call)."""
     return DynamicCache()
+
+
+try:  # transformers >= 4.56 keeps one layer object per layer; older versions grow plain lists (no reservation)
+    from transformers.cache_utils import DynamicLayer
+except ImportError:  # pragma: no cover - old transformers
+    DynamicLayer = None
+
+
+if DynamicLayer is not None:
+
+    class _ReservedLayer(DynamicLayer):
+        """A cache layer with room reserved: new keys and values are written in place instead of concatenated."""
+
+        def reserve(self, extra: int) -> None:
+            S, heads, length, dim = self.keys.shape
+            self._keys = self.keys.new_empty((S, heads, length + extra, dim))  # [S, heads, P + extra, d]
+            self._values = self.values.new_empty((S, heads, length + extra, self.values.shape[-1]))
+            self._keys[:, :, :length], self._values[:, :, :length] = self.keys, self.values
+            self.length = length
+
+        def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+            n = key_states.shape[-2]
+            if self.length + n > self._keys.shape[-2] or key_states.shape[0] != self._keys.shape[0]:
+                return super().update(key_states, value_states, *args, **kwargs)  # past the reservation
+            self._keys[:, :, self.length : self.length + n] = key_states
+            self._values[:, :, self.length : self.length + n] = value_states
+            self.length += n
+            self.keys, self.values = self._keys[:, :, : self.length], self._values[:, :, : self.length]
+            return self.keys, self.values
+
+
+def reserve_kv_cache(cache: DynamicCache, extra: int) -> DynamicCache:
+    """Give every layer of a filled cache room for ``extra`` more positions (in place; returns the cache).
+
+    Each later :func:`backbone_forward` then writes its keys and values into the reserved room instead of copying
+    the whole cache to grow it: generation of short sequences from a shared prompt spends most of its time on those
+    copies. A no-op on transformers versions without per-layer cache objects (before 4.56).
+    """
+    layers = getattr(cache, "layers", None)
+    if DynamicLayer is None or not layers:
+        return cache
+    for i, layer in enumerate(layers):
+        if type(layer) is not DynamicLayer or not layer.is_initialized:
+            continue
+        reserved = _ReservedLayer.__new__(_ReservedLayer)
+        reserved.__dict__.update(layer.__dict__)
+        reserved.reserve(extra)
+        cache.layers[i] = reserved
+    return cache
 
 
 def backbone_forward(

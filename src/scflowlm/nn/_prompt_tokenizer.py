@@ -12,7 +12,7 @@ if TYPE_CHECKING:
 
     from transformers import PreTrainedTokenizerBase
 
-__all__ = ["tokenizer_from_state", "tokenizer_state", "word_tokenizer"]
+__all__ = ["is_word_level", "tokenizer_from_state", "tokenizer_state", "word_tokenizer"]
 
 PAD, UNK = "[PAD]", "[UNK]"
 
@@ -55,3 +55,9 @@ def tokenizer_from_state(state: str) -> PreTrainedTokenizerFast:
         unk_token=d["unk_token"],
         padding_side="left",
     )
+
+
+def is_word_level(tokenizer: PreTrainedTokenizerBase) -> bool:
+    """Whether ``tokenizer`` is a word-level vocabulary of :func:`word_tokenizer` (embeddings learned from scratch)."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    return backend is not None and type(backend.model).__name__ == "WordLevel"

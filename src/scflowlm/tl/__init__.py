@@ -5,6 +5,7 @@ from __future__ import annotations
 from ._baselines import (
     baseline_additive,
     baseline_control_mean,
+    baseline_mean_shift,
     baseline_nearest_context,
     baseline_real_vs_real,
 )
@@ -21,6 +22,7 @@ __all__ = [
     "baseline_additive",
     "baseline_control_mean",
     "baseline_linear",
+    "baseline_mean_shift",
     "baseline_nearest_context",
     "baseline_real_vs_real",
     "evaluate",

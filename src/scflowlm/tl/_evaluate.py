@@ -11,8 +11,16 @@ import pandas as pd
 
 from .._constants import EVALUATE_KEY, UNS_KEY
 from .._docs import doc_params
-from .._utils import dense, obs_mask, pca_coords, random_state, subsample_idx
-from ..data import same_value
+from .._utils import (
+    PredictionRecord,
+    dense,
+    group_means,
+    obs_mask,
+    pca_coords,
+    random_state,
+    subsample_idx,
+)
+from ..data import COMBINATION_SEP, ConditionTable, estimate_shifts, same_value
 from ..metrics import (
     adaptive_mmd,
     edistance,
@@ -36,30 +44,26 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-CORRELATION_METRICS = (
-    "r2",
-    "r2_score",
-    "pearson",
-    "spearman",
-    "pearson_delta",
-    "mae",
-    "r2_de",
-    "r2_score_de",
-    "pearson_de",
-    "spearman_de",
-    "pearson_delta_de",
-    "mae_de",
-)
-DISTRIBUTION_METRICS = ("mmd", "adaptive_mmd", "wasserstein", "edistance")
-LEIDEN_METRICS = ("leiden_kl", "inception_score")
-#: every metric :func:`evaluate` knows, and the groups accepted in its ``metrics`` argument.
-METRICS = CORRELATION_METRICS + DISTRIBUTION_METRICS + LEIDEN_METRICS
-METRIC_GROUPS = {
-    "correlation": CORRELATION_METRICS,
-    "distribution": DISTRIBUTION_METRICS,
-    "leiden": LEIDEN_METRICS,
-    "all": METRICS,
+#: the distribution distances, by name: ``f(real, pred, options)`` on two sets of cells
+_DISTANCES = {
+    "mmd": lambda a, b, o: mmd(a, b, gamma=o["gamma"], seed=o["seed"]),
+    "adaptive_mmd": lambda a, b, o: adaptive_mmd(a, b),
+    "wasserstein": lambda a, b, o: wasserstein(a, b, method=o["w2_method"]),
+    "edistance": lambda a, b, o: edistance(a, b),
 }
+#: the correlations of mean expression (:func:`scflowlm.metrics.mean_correlations`), on all genes
+_CORRELATIONS = ("r2", "r2_score", "pearson", "spearman", "pearson_delta", "pearson_interaction", "mae")
+#: every metric :func:`evaluate` knows, by the group names accepted in its ``metrics`` argument (the one registry)
+METRIC_GROUPS = {
+    "correlation": _CORRELATIONS + tuple(f"{m}_de" for m in _CORRELATIONS),
+    "distribution": tuple(_DISTANCES),
+    "leiden": ("leiden_kl", "inception_score"),
+}
+METRICS = tuple(m for group in METRIC_GROUPS.values() for m in group)
+METRIC_GROUPS["all"] = METRICS
+CORRELATION_METRICS, DISTRIBUTION_METRICS, LEIDEN_METRICS = (
+    METRIC_GROUPS[g] for g in ("correlation", "distribution", "leiden")
+)
 
 
 def _resolve_metrics(metrics: str | Sequence[str] | None) -> list[str]:
@@ -84,6 +88,7 @@ class _Condition:
     real: np.ndarray  # boolean masks over adata_real / adata_pred
     pred: np.ndarray
     control: np.ndarray | None  # None for a control condition or fewer than 2 controls
+    additive: np.ndarray | None = None  # [G] tl.baseline_additive's mean expression (None: no estimate)
 
 
 def _correlations(
@@ -92,13 +97,39 @@ def _correlations(
     """Correlations of means on all genes, then on the top DE genes of the real condition (suffix ``_de``)."""
     xr, xp = adata_real.X[cells.real], adata_pred.X[cells.pred]
     xc = adata_real.X[cells.control] if cells.control is not None else None
-    row = mean_correlations(xr, xp, control=xc)
+    row = mean_correlations(xr, xp, control=xc, reference=cells.additive)
     if any(m.endswith("_de") for m in wanted) and cells.control is not None and cells.real.sum() >= 2:
         de = top_de_genes(
             adata_real, target=cells.real, reference=cells.control, n_genes=n_top_de, method=de_method
         )
-        row |= {f"{k}_de": v for k, v in mean_correlations(xr, xp, control=xc, genes=de).items()}
+        de_row = mean_correlations(xr, xp, control=xc, reference=cells.additive, genes=de)
+        row |= {f"{k}_de": v for k, v in de_row.items()}
     return row
+
+
+def _additive_means(adata_real, conditions, keys, perturbation_key, control_value) -> list[np.ndarray | None]:
+    """:func:`~scflowlm.tl.baseline_additive`'s mean expression ``[G]`` of each condition (``None``: no estimate).
+
+    The context's control mean plus the estimate of :func:`scflowlm.data.estimate_shifts` (``"pooled"``), from the
+    real cells of other conditions (a condition's own cells are never used).
+    """
+    sep = getattr(PredictionRecord.read(adata_real), "combination_sep", COMBINATION_SEP)
+    table, rows = ConditionTable.from_obs(
+        adata_real.obs,
+        keys,
+        perturbation_key=perturbation_key,
+        control_value=control_value,
+        combination_sep=sep,
+    )
+    means = group_means(adata_real.X, rows, len(table))  # [C, G]
+    measured = np.bincount(rows[rows >= 0], minlength=len(table)) > 0
+    typed = [{k: table.typed(k, c[k])[0] for k in keys} for c in conditions]
+    estimates = estimate_shifts(table, measured, typed, mode="pooled", similarity_means=means)
+    out = []
+    for cond, estimate in zip(typed, estimates, strict=True):
+        control = table.row_of(cond | {perturbation_key: control_value})
+        out.append(means[control] + estimate.apply(means) if estimate.terms and control >= 0 else None)
+    return out
 
 
 def _distances(
@@ -111,13 +142,8 @@ def _distances(
         return {}
     if space == "umap":
         a, b = joint_embedding(a, b, space="umap", n_components=n_umap, seed=seed)
-    funcs = {
-        "mmd": lambda: mmd(a, b, gamma=gamma, seed=seed),
-        "adaptive_mmd": lambda: adaptive_mmd(a, b),
-        "wasserstein": lambda: wasserstein(a, b, method=w2_method),
-        "edistance": lambda: edistance(a, b),
-    }
-    return {m: funcs[m]() for m in wanted if m in funcs}
+    options = {"gamma": gamma, "seed": seed, "w2_method": w2_method}
+    return {m: _DISTANCES[m](a, b, options) for m in wanted if m in _DISTANCES}
 
 
 def _leiden(clf: LeidenClassifier, real_labels: np.ndarray, pred: np.ndarray, wanted) -> dict[str, float]:
@@ -164,8 +190,10 @@ def evaluate(
 
     - correlations of mean expression over all genes (``X``): ``r2`` (Pearson r squared, as the paper's
       tables), ``r2_score`` (coefficient of determination), ``pearson``, ``spearman``, ``pearson_delta``
-      (Pearson r of the change from the control mean) and ``mae`` (mean absolute error of the means;
-      :func:`scflowlm.metrics.mean_correlations`);
+      (Pearson r of the change from the control mean), ``pearson_interaction`` (Pearson r of the prediction minus
+      :func:`~scflowlm.tl.baseline_additive`'s with the real cells minus it: what the prediction gets right beyond
+      the additive expectation; NaN where the additive baseline has no estimate) and ``mae`` (mean absolute error
+      of the means; :func:`scflowlm.metrics.mean_correlations`);
     - the same on the ``n_top_de`` top DE genes of the real condition against its control cells
       (:func:`scflowlm.tl.top_de_genes`, ``de_method``), suffix ``_de``;
     - distribution distances between the real and predicted cells of the condition, each set subsampled to
@@ -279,6 +307,9 @@ def evaluate(
         logger.info("Leiden: %d clusters, classifier accuracy %.3f", clf.n_clusters, clf.accuracy)
     gamma = mmd_gamma if mmd_gamma is not None else (1.0 if space == "umap" else "median")
 
+    additive = [None] * len(conditions)
+    if any("interaction" in m for m in wanted):
+        additive = _additive_means(adata_real, conditions, keys, perturbation_key, control_value)
     rows = []
     for i, cond in enumerate(conditions):
         m_real, m_pred = obs_mask(adata_real.obs, cond), obs_mask(adata_pred.obs, cond)
@@ -288,7 +319,9 @@ def evaluate(
                 adata_real.obs, {k: cond[k] for k in context_keys} | {perturbation_key: control_value}
             )
             is_control = same_value(cond[perturbation_key], control_value)
-            cells = _Condition(m_real, m_pred, ctrl if not is_control and ctrl.sum() >= 2 else None)
+            cells = _Condition(
+                m_real, m_pred, ctrl if not is_control and ctrl.sum() >= 2 else None, additive[i]
+            )
             if any(m in CORRELATION_METRICS for m in wanted):
                 row |= _correlations(
                     adata_real, adata_pred, cells, wanted, n_top_de=n_top_de, de_method=de_method

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-import anndata as ad
 import numpy as np
 import pandas as pd
 
-from .._constants import UNS_KEY
 from .._docs import doc_params
-from .._utils import column_mean, dense, obs_mask
-from ._baselines import _record
-from ._utils import _check_keys, _conditions_in, _resolve_keys
+from .._utils import PredictionRecord, dense, group_means, obs_mask, predicted_anndata
+from ..data import COMBINATION_SEP, ConditionTable, as_condition_list
+from ._utils import _check_keys, _resolve_keys
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -42,8 +40,9 @@ def baseline_linear(
     control_value: Any = None,
     n_components: int = 10,
     ridge: float = 0.1,
+    perturbation_embeddings: pd.DataFrame | None = None,
     obsm_keys: Sequence[str] = ("X_pca",),
-    combo_sep: str = "+",
+    combo_sep: str | None = None,
 ) -> AnnData:
     """Linear PCA-ridge baseline: ``change = G W P + b`` fitted on the training pseudobulks.
 
@@ -56,15 +55,19 @@ def baseline_linear(
     - ``G`` [genes, K]: gene embedding, the first ``K = n_components`` principal component scores of the genes
       in the matrix of training pseudobulks (genes x conditions, controls included), as the paper's
       "training data" embedding.
-    - ``P`` [E, J]: condition embedding ``onehot(p) x [1, z_c]`` (outer product, flattened), where ``z_c`` holds
+    - ``P`` [E, J]: condition embedding ``e(p) x [1, z_c]`` (outer product, flattened), where ``e(p)`` is the
+      one-hot of the perturbation among the training singles, or its gene vector with ``perturbation_embeddings``
+      (the paper's embedding of perturbations by external gene knowledge), and ``z_c`` holds
       the projection of context ``c``'s control mean (centred over contexts) on the gene PCs, scaled to a
       mean squared norm of 1 over the contexts: the effect of a perturbation is linear in the context's control
       profile. With one context this is a plain one-hot.
     - ``W`` [K, E] by ridge regression on both sides (penalty ``ridge``), in closed form as in the paper.
 
     A condition to predict gets ``G W P + b``; a combination ``"A+B"`` the sum of the predicted singles (the
-    paper's additive rule for double perturbations). Singles never seen in training contribute nothing. The
-    predicted change is added to the context's own control cells, as the other ``baseline_*`` functions do.
+    paper's additive rule for double perturbations). A single never seen in training gets only the mean change
+    ``b``, unless ``perturbation_embeddings`` gives it a vector: then ``G W P + b`` reaches perturbations never
+    measured. The predicted change is added to the context's own control cells, as the other ``baseline_*``
+    functions do.
 
     Parameters
     ----------
@@ -73,11 +76,15 @@ def baseline_linear(
         ``K``: dimensions of the gene embedding (the paper: 10).
     ridge
         Ridge penalty on both sides (the paper: 0.1).
+    perturbation_embeddings
+        Gene vectors of the single perturbations (perturbation name -> vector, one row each; e.g.
+        :func:`scflowlm.data.gene_text_embeddings`), used instead of the one-hot; a single without a vector
+        contributes only ``b``.
     obsm_keys
         obsm entries shifted along with ``X``: the change of ``X`` mapped through ``adata.varm["PCs"]``, which
         holds for a PCA of ``X`` (entries without matching loadings are left out).
     combo_sep
-        Separator of the perturbations in a combination label.
+        %(combo_sep)s
 
     Returns
     -------
@@ -93,37 +100,30 @@ def baseline_linear(
     if perturbation_key not in keys:
         msg = f"perturbation_key {perturbation_key!r} must be one of condition_keys {keys}"
         raise ValueError(msg)
-    ctrl = str(control_value)
-    ckeys = [k for k in keys if k != perturbation_key]
-    targets = [conditions] if hasattr(conditions, "keys") else list(conditions)
-    targets = [{k: str(c[k]) for k in keys} for c in targets]
-    target_set = {tuple(c[k] for k in keys) for c in targets}
-    obs = adata.obs
-
-    def mean_of(cond: dict[str, str]) -> np.ndarray | None:
-        m = obs_mask(obs, cond)
-        return column_mean(adata.X[m]) if m.any() else None
-
-    seen = [c for c in _conditions_in(obs, keys) if tuple(c[k] for k in keys) not in target_set]
-    contexts = sorted({tuple(c[k] for k in ckeys) for c in seen})
-    control_mean = {
-        ctx: mean_of(dict(zip(ckeys, ctx, strict=True)) | {perturbation_key: ctrl}) for ctx in contexts
-    }
+    sep = combo_sep or getattr(PredictionRecord.read(adata), "combination_sep", COMBINATION_SEP)
+    table, rows = ConditionTable.from_obs(
+        adata.obs, keys, perturbation_key=perturbation_key, control_value=control_value, combination_sep=sep
+    )
+    targets = [
+        {k: table.typed(k, c[k])[0] for k in keys} for c in as_condition_list(conditions, name="conditions")
+    ]
+    held = {table.row_of(c) for c in targets}  # the conditions to predict are never read
+    all_means = group_means(adata.X, rows, len(table))  # [C, genes]
+    seen = [i for i in range(len(table)) if i not in held and (rows == i).any()]
+    control_row = {table.context(table.condition(i)): i for i in seen if table.control_mask()[i]}
     train = [
-        c
-        for c in seen
-        if c[perturbation_key] != ctrl and control_mean[tuple(c[k] for k in ckeys)] is not None
+        i for i in seen if not table.control_mask()[i] and table.context(table.condition(i)) in control_row
     ]
     if not train:
         msg = "baseline_linear needs training conditions with control cells in their context"
         raise ValueError(msg)
-    singles = sorted({s for c in train for s in c[perturbation_key].split(combo_sep)})
-    means = {tuple(c[k] for k in keys): mean_of(c) for c in seen}
-    ctx_of = {tuple(c[k] for k in keys): tuple(c[k] for k in ckeys) for c in train}
+    singles = sorted({s for i in train for s in table.perturbations(table.condition(i))})
+    means = {i: all_means[i] for i in seen}
+    control_mean = {ctx: all_means[i] for ctx, i in control_row.items()}
+    ctx_of = {i: table.context(table.condition(i)) for i in train}
 
     # Y [genes, J]: changes of the training conditions; b [genes]: their mean
-    cols = [tuple(c[k] for k in keys) for c in train]
-    Y = np.stack([means[j] - control_mean[ctx_of[j]] for j in cols], axis=1)
+    Y = np.stack([means[j] - control_mean[ctx_of[j]] for j in train], axis=1)
     b = Y.mean(1)
     # G [genes, K]: principal component scores of the genes over the training pseudobulks
     pseudo = np.stack(list(means.values()), axis=1)  # [genes, all training conditions]
@@ -132,26 +132,34 @@ def baseline_linear(
     K = max(1, min(n_components, len(S)))
     G = U[:, :K] * S[:K]  # [genes, K]
     # z_c [K]: each context's control mean in the basis G (centred over contexts)
-    ctrl_stack = np.stack([m for m in control_mean.values() if m is not None])
+    ctrl_stack = np.stack(list(control_mean.values()))
     ctrl_centre = ctrl_stack.mean(0)
     basis = U[:, :K].T  # [K, genes], orthonormal: noise directions keep their small size
     z_all = (ctrl_stack - ctrl_centre) @ basis.T  # [contexts, K]
     # unit mean squared norm, comparable to the bias 1
     z_scale = float(np.sqrt((z_all**2).sum(1).mean())) or 1.0
 
-    def embed(ctx: tuple, single: str) -> np.ndarray:
+    vectors = None
+    if perturbation_embeddings is not None:
+        vectors = pd.DataFrame(perturbation_embeddings).astype(np.float64)
+        vectors.index = vectors.index.astype(str)
+
+    def identity(single: str) -> np.ndarray:
+        """The perturbation's part of the embedding: its one-hot, or its gene vector (zeros without one)."""
+        if vectors is not None:
+            return vectors.loc[single].to_numpy() if single in vectors.index else np.zeros(vectors.shape[1])
         onehot = np.zeros(len(singles))
         if single in singles:
             onehot[singles.index(single)] = 1.0
-        m = control_mean.get(ctx)
-        if m is None:
-            m = mean_of(dict(zip(ckeys, ctx, strict=True)) | {perturbation_key: ctrl})
+        return onehot
+
+    def embed(ctx: tuple, single: str) -> np.ndarray:
+        m = control_mean[ctx]
         z = basis @ (m - ctrl_centre) / z_scale  # [K]
-        return np.outer(onehot, np.concatenate([[1.0], z])).ravel()  # [|singles| * (K + 1)]
+        return np.outer(identity(single), np.concatenate([[1.0], z])).ravel()  # [V * (K + 1)]
 
     P = np.stack(
-        [sum(embed(ctx_of[j], s) for s in j[keys.index(perturbation_key)].split(combo_sep)) for j in cols],
-        axis=1,
+        [sum(embed(ctx_of[j], s) for s in table.perturbations(table.condition(j))) for j in train], axis=1
     )  # [E, J]
     W = _ridge_bilinear(Y - b[:, None], G, P, ridge)  # [K, E]
 
@@ -161,29 +169,30 @@ def baseline_linear(
         for k in obsm_keys
         if k in adata.obsm and loadings is not None and adata.obsm[k].shape[1] == loadings.shape[1]
     ]
-    parts = []
-    for i, cond in enumerate(targets):
-        ctx = tuple(cond[k] for k in ckeys)
-        m_ctrl = obs_mask(obs, dict(zip(ckeys, ctx, strict=True)) | {perturbation_key: ctrl})
-        if not m_ctrl.any():
+    X, obsm, obs = [], {k: [] for k in reps}, []
+    for cond in targets:
+        ctx = table.context(cond)
+        idx = np.flatnonzero(
+            obs_mask(
+                adata.obs, {k: cond[k] for k in table.context_fields} | {perturbation_key: control_value}
+            )
+        )
+        if not len(idx) or ctx not in control_mean:
             msg = f"no control cells for the context of {cond}"
             raise ValueError(msg)
-        pert = cond[perturbation_key]
         change = np.zeros(adata.n_vars)
-        if pert != ctrl:
-            for s in pert.split(combo_sep):  # a combination: the sum of its predicted singles
-                change += G @ W @ embed(ctx, s) + b
-        idx = np.flatnonzero(m_ctrl)
-        x = dense(adata.X[idx]) + change[None, :]
-        obsm = {k: dense(adata.obsm[k][idx]) + (change @ loadings)[None, :] for k in reps}
-        names = [f"linear-{i}-{j}" for j in range(len(idx))]
-        frame = pd.DataFrame({k: [cond[k]] * len(idx) for k in keys}, index=names)
-        frame["baseline"] = "linear"
-        frame["source_cell"] = adata.obs_names[idx].to_numpy()
-        parts.append(ad.AnnData(x.astype(np.float32), obs=frame, var=adata.var[[]].copy(), obsm=obsm))
-    out = ad.concat(parts, axis=0, merge="same")
-    out.var_names = adata.var_names.copy()
-    for k in keys:
-        out.obs[k] = out.obs[k].astype("category")
-    out.uns[UNS_KEY] = _record("linear", keys, perturbation_key, control_value, reps or ("X_pca",))
-    return out
+        for s in table.perturbations(cond):  # a combination: the sum of its predicted singles
+            change += G @ W @ embed(ctx, s) + b
+        X.append(dense(adata.X[idx]) + change[None, :])
+        for k in reps:
+            obsm[k].append(dense(adata.obsm[k][idx]) + (change @ loadings)[None, :])
+        part = pd.DataFrame({k: [cond[k]] * len(idx) for k in keys})
+        part["baseline"], part["source_cell"] = "linear", adata.obs_names[idx]
+        obs.append(part)
+    obs = pd.concat(obs, ignore_index=True)
+    obs.index = [f"linear-{i}" for i in range(len(obs))]
+    record = PredictionRecord(
+        keys, perturbation_key, control_value, sep, next(iter(reps), "X_pca"), "baseline_linear"
+    )
+    obsm = {k: np.concatenate(v) for k, v in obsm.items()}
+    return predicted_anndata(np.concatenate(X), obs, adata.var[[]].copy(), record=record, obsm=obsm)

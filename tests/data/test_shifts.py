@@ -1,0 +1,110 @@
+"""One estimator of a condition's shift from other conditions, for the baselines and the models' head start."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from scflowlm._utils import group_means
+from scflowlm.data import ConditionTable, estimate_shifts
+
+
+def _table():
+    """Contexts A, A2 (A's twin) and B; perturbations P, Q and the pair P+Q in A only. Returns table and means."""
+    conds = [
+        {"ct": ct, "p": p}
+        for ct, ps in (("A", ["ctrl", "P", "Q", "P+Q"]), ("A2", ["ctrl", "P"]), ("B", ["ctrl", "P", "Q"]))
+        for p in ps
+    ]
+    base = {"A": np.array([1.0, 0, 0]), "A2": np.array([1.0, 0.1, 0]), "B": np.array([0, 0, 5.0])}
+    effect = {
+        ("A", "P"): [1, 0, 0],
+        ("A2", "P"): [2, 0, 0],
+        ("B", "P"): [9, 0, 0],
+        ("A", "Q"): [0, 1, 0],
+        ("B", "Q"): [0, 9, 0],
+        ("A", "P+Q"): [3, 3, 0],
+    }
+    table, rows = ConditionTable.from_obs(
+        pd.DataFrame(conds), ["ct", "p"], perturbation_key="p", control_value="ctrl"
+    )
+    means = np.zeros((len(table), 3))
+    for c, row in zip(conds, rows, strict=True):
+        means[row] = base[c["ct"]] + np.asarray(effect.get((c["ct"], c["p"]), [0, 0, 0]), float)
+    return table, means
+
+
+def _shifts(targets, mode, measured=None):
+    table, means = _table()
+    measured = np.ones(len(table), dtype=bool) if measured is None else measured
+    estimates = estimate_shifts(table, measured, targets, mode=mode, similarity_means=means)
+    return np.stack([e.apply(means) for e in estimates]), estimates
+
+
+def test_nearest_comes_from_the_nearest_other_context_and_never_from_own_cells():
+    got, _ = _shifts(
+        [{"ct": "A", "p": "P"}, {"ct": "A2", "p": "P"}, {"ct": "A", "p": "ctrl"}, {"ct": "A2", "p": "Q"}],
+        "nearest",
+    )
+    np.testing.assert_allclose(got[0], [2, 0, 0])  # A's own P cells unused: A2 (nearest) gives its shift
+    np.testing.assert_allclose(got[1], [1, 0, 0])  # A2 <- A
+    np.testing.assert_allclose(got[2], 0)  # controls start from themselves
+    np.testing.assert_allclose(got[3], [0, 1, 0])  # Q in A2 (unseen there): from A, the nearest with Q
+
+
+def test_unseen_combination_is_the_sum_of_its_singles_and_unknown_gets_nothing():
+    got, estimates = _shifts(
+        [{"ct": "B", "p": "P+Q"}, {"ct": "A", "p": "Q+P"}, {"ct": "B", "p": "Z"}], "nearest"
+    )
+    np.testing.assert_allclose(got[0], [3, 3, 0])  # measured in another context (A): its shift
+    np.testing.assert_allclose(got[1], [1, 1, 0])  # A's pair (in any order) held out of its own estimate
+    assert estimates[1].source == "P:own;Q:own"
+    np.testing.assert_allclose(got[2], 0)
+    assert not estimates[2].terms
+
+
+def test_a_combination_with_a_single_measured_nowhere_sums_the_measured_ones():
+    got, estimates = _shifts([{"ct": "B", "p": "Q+Z"}, {"ct": "A2", "p": "P+Z"}], "pooled")
+    np.testing.assert_allclose(got[0], [0, 9, 0])  # Q measured in B; Z nowhere: nothing for it
+    assert estimates[0].parts == ("Q",)
+    np.testing.assert_allclose(got[1], [2, 0, 0])  # P of A2's own cells
+    assert estimates[1].parts == ("P",)
+
+
+def test_pooled_averages_the_other_contexts():
+    got, _ = _shifts([{"ct": "A", "p": "P"}], "pooled")
+    np.testing.assert_allclose(got[0], [(2 + 9) / 2, 0, 0])
+
+
+def test_additive_sums_the_measured_singles_of_its_own_context_and_names_them():
+    measured = np.ones(9, dtype=bool)
+    table, _ = _table()
+    measured[table.row_of({"ct": "B", "p": "Q"})] = False  # B's Q held out
+    got, estimates = _shifts(
+        [{"ct": "A", "p": "P+Q"}, {"ct": "B", "p": "P+Q"}, {"ct": "A", "p": "P"}, {"ct": "B", "p": "ctrl"}],
+        "additive",
+        measured,
+    )
+    np.testing.assert_allclose(got[0], [1, 1, 0])  # the singles, not the pair's own cells
+    assert estimates[0].parts == ("P", "Q")
+    np.testing.assert_allclose(got[1], [9, 0, 0])  # only P is measured in B: a partial head start
+    assert estimates[1].parts == ("P",)
+    np.testing.assert_allclose(got[2], [1, 0, 0])  # a measured single: its own shift
+    assert not estimates[3].terms
+
+
+def test_unknown_mode_and_nearest_without_profiles_are_refused():
+    table, _ = _table()
+    with pytest.raises(ValueError, match="mode must be one of"):
+        estimate_shifts(table, np.ones(9, bool), [], mode="linear")
+    with pytest.raises(ValueError, match="needs similarity_means"):
+        estimate_shifts(table, np.ones(9, bool), [], mode="nearest")
+
+
+def test_group_means_leave_groups_without_rows_nan():
+    states = np.arange(12.0).reshape(6, 2)
+    means = group_means(states, np.array([0, 0, 2, 2, 2, 0]), 4)
+    np.testing.assert_allclose(means[0], states[[0, 1, 5]].mean(0))
+    assert np.isnan(means[1]).all()
+    assert np.isnan(means[3]).all()
