@@ -7,15 +7,26 @@ Data (preprocessed the same way for every model; PCA fitted on all cells of a da
 - ``perturbench``: Norman 2019 K562 CRISPRa cells of the PerturBench devel set (3,375 cells; already
   log-normalised, 500 genes): PCA 50; every two-gene pair whose two singles are both in the data held out
   together (one model).
+- ``perturbench-one``: the same cells; every pair of which only one single is in the data held out together
+  (one model).
+- ``perturbench-genes``: the same cells; genes never perturbed in training. The 18 measured single genes in 3
+  folds of 6; a fold holds out its genes' singles and every pair containing one of them (one model per fold), so
+  none of its genes is perturbed in any training cell. The singles are scored as ``perturbench-genes``, the pairs
+  as ``perturbench-genes-pairs``. Besides the defaults, CaLMFlow and OT-CFM run with gene vectors
+  (``setup_anndata(perturbation_embeddings=...)``): text vectors (:func:`scflowlm.data.gene_text_embeddings`
+  of the genes' NCBI names and designations) and data vectors (:func:`scflowlm.data.gene_loading_embeddings`,
+  each gene's row of the PCA loadings: only genes among the data's 500 measured genes have one).
 
 Rows: CaLMFlow at its defaults (``CaLMFlowModel(adata)``, ``train()`` with no arguments), OT-CFM at its defaults
-(``CFMModel(adata)``), the control mean, the pooled additive shift, the nearest-context shift, the linear
-PCA-ridge baseline (:func:`scflowlm.tl.baseline_linear`), CellFlow (``cellflow-tools`` in a virtual env of its
+(``CFMModel(adata)``), the control mean, the pooled additive shift, the nearest-context shift, the mean training
+shift (K562 only: :func:`scflowlm.tl.baseline_mean_shift`), the linear PCA-ridge baseline
+(:func:`scflowlm.tl.baseline_linear`; with the same gene vectors as the models where they have them), CellFlow (``cellflow-tools`` in a virtual env of its
 own made by ``benchmarks/_peers.py``; one seed unless ``--cellflow-seeds``) and the real-vs-real floor.
 Learned models predict one cell per control cell of the held-out context, as the shift baselines do.
 
 Columns: all-genes R^2 (``r2``), top-100 DE R^2 (``r2_de``), Pearson r of the change from the control mean on the
-top-100 DE genes (``pearson_delta_de``), E-distance and MMD (RBF, median bandwidth) in the 50-d PCA space, all from
+top-100 DE genes (``pearson_delta_de``), the interaction score on those genes (``pearson_interaction_de``: Pearson r of
+the prediction minus the additive baseline's with the real cells minus it), E-distance and MMD (RBF, median bandwidth) in the 50-d PCA space, all from
 :func:`scflowlm.tl.evaluate`, and the training wall time. Per held-out condition: mean +- sd over seeds; per data
 set: the mean over conditions of the seed means and of the seed sds; for CaLMFlow a win/tie/loss count against
 every other row over the held-out conditions (tie: a difference within 0.005 for R^2 and r, within 2 % for
@@ -55,16 +66,46 @@ from scflowlm.model import CFMModel
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-METRICS = ["r2", "r2_de", "pearson_delta_de", "edistance", "mmd"]
-HIGHER_IS_BETTER = {"r2": True, "r2_de": True, "pearson_delta_de": True, "edistance": False, "mmd": False}
+METRICS = ["r2", "r2_de", "pearson_delta_de", "pearson_interaction_de", "edistance", "mmd"]
+HIGHER_IS_BETTER = {
+    "r2": True,
+    "r2_de": True,
+    "pearson_delta_de": True,
+    "pearson_interaction_de": True,
+    "edistance": False,
+    "mmd": False,
+}
+#: the data sets: Kang's cell types, K562 pairs whose two singles (or only one) are measured, K562 genes never perturbed
+DATASETS = ("kang", "perturbench", "perturbench-one", "perturbench-genes")
+#: folds of the genes-never-perturbed data set
+N_GENE_FOLDS = 3
+#: learned rows with gene vectors, run on ``perturbench-genes`` besides ``--models``
+VECTOR_ROWS = {
+    "CaLMFlow + text vectors": ("CaLMFlow", "text"),
+    "CaLMFlow + data vectors": ("CaLMFlow", "data"),
+    "OT-CFM + text vectors": ("CFM", "text"),
+}
 KW = C.KEYS
 KEYS = KW["condition_keys"]
 BASELINES = {
     "control mean": tl.baseline_control_mean,
     "additive shift": tl.baseline_additive,
     "nearest-context shift": tl.baseline_nearest_context,
+    "mean training shift": tl.baseline_mean_shift,
     "linear (PCA ridge)": tl.baseline_linear,
 }
+
+
+def baselines(dataset: str, vectors: dict[str, pd.DataFrame]) -> dict:
+    """The baseline rows of a data set: name -> function of (training cells, conditions, keys)."""
+    out = dict(BASELINES)
+    if dataset == "kang":  # a held-out cell type has no other perturbation to average
+        out.pop("mean training shift")
+    for kind, table in vectors.items():
+        out[f"linear + {kind} vectors"] = lambda train, table=table, **kw: tl.baseline_linear(
+            train, perturbation_embeddings=table, **kw
+        )
+    return out
 
 
 def load(name: str) -> tuple[sc.AnnData, dict, list[list[dict]]]:
@@ -77,8 +118,59 @@ def load(name: str) -> tuple[sc.AnnData, dict, list[list[dict]]]:
     adata = adata[adata.obs["cell_type"] == "k562"].copy()
     sc.pp.pca(adata, n_comps=50, random_state=0)
     conds = set(adata.obs["condition"].astype(str))
-    pairs = sorted(c for c in conds if "+" in c and all(s in conds for s in c.split("+")))
+    if name == "perturbench-genes":
+        singles = sorted(c for c in conds if c != "control" and "+" not in c)
+        pairs = sorted(c for c in conds if "+" in c)
+        groups = []
+        for fold in range(N_GENE_FOLDS):
+            genes = set(singles[fold::N_GENE_FOLDS])
+            held = sorted(genes) + [p for p in pairs if genes & set(p.split("+"))]
+            groups.append([{"cell_type": "k562", "condition": c} for c in held])
+        return adata, setup, groups
+    n_measured = {c: sum(s in conds for s in c.split("+")) for c in conds if "+" in c}
+    wanted = 2 if name == "perturbench" else 1  # both singles measured, or only one
+    pairs = sorted(c for c, n in n_measured.items() if n == wanted)
     return adata, setup, [[{"cell_type": "k562", "condition": p} for p in pairs]]
+
+
+def gene_vectors(adata, kind: str) -> pd.DataFrame:
+    """Gene vectors of every perturbed gene of ``adata``: ``"text"`` (NCBI names embedded) or ``"data"`` (PCA loadings).
+
+    Text vectors look the genes up by their names in the screen (``obs["perturbation_raw"]``: the data's MAP3K21 is
+    KIAA1804 in the shipped NCBI table) and are indexed by the condition's names.
+    """
+    conds = adata.obs[["condition", "perturbation_raw"]].astype(str).drop_duplicates()
+    raw = {}
+    for cond, name in zip(conds["condition"], conds["perturbation_raw"], strict=True):
+        if cond != "control":
+            raw |= dict(zip(cond.split("+"), name.split("+"), strict=True))
+    if kind == "data":
+        return scflowlm.data.gene_loading_embeddings(adata, genes=sorted(raw))
+    vectors = scflowlm.data.gene_text_embeddings(sorted(set(raw.values())))
+    by_name = {name: gene for gene, name in raw.items()}
+    return vectors.rename(index=by_name)
+
+
+def dataset_of(dataset: str, cond: dict) -> str:
+    """The data set a held-out condition is scored under: the genes data set's pairs apart from its singles."""
+    if dataset == "perturbench-genes" and "+" in cond["condition"]:
+        return "perturbench-genes-pairs"
+    return dataset
+
+
+def label_of(dataset: str, cond: dict, group: list[dict]) -> str:
+    """The held-out condition's name in the tables: the cell type for Kang, the perturbation for K562.
+
+    A pair of the genes data set is held out by every fold of its genes: its label names the genes new in this fold
+    (``"KLF1+TGFBR2 (new: KLF1)"``).
+    """
+    if dataset == "kang":
+        return cond["cell_type"]
+    if dataset_of(dataset, cond) == "perturbench-genes-pairs":
+        fold = {c["condition"] for c in group if "+" not in c["condition"]}
+        new = [g for g in cond["condition"].split("+") if g in fold]
+        return f"{cond['condition']} (new: {'+'.join(new)})"
+    return cond["condition"]
 
 
 def held_mask(adata, group: list[dict]) -> np.ndarray:
@@ -107,22 +199,42 @@ def to_genes(adata, states: np.ndarray) -> np.ndarray:
     return (states @ np.asarray(adata.varm["PCs"]).T + np.asarray(adata.X.mean(0)).ravel()).astype(np.float32)
 
 
-def learned_rows(args) -> dict[str, tuple[type, dict, dict]]:
-    """Row name -> (model class, model arguments, train arguments) of every learned model to run."""
-    rows = {"CaLMFlow": (scflowlm.CaLMFlowModel, args.calmflow, args.train), "OT-CFM": (CFMModel, {}, {})}
+def learned_rows(args, dataset: str) -> dict[str, tuple[type, dict, dict, str | None]]:
+    """Row name -> (model class, model arguments, train arguments, gene vectors) of every learned model to run."""
     classes = {"CaLMFlow": scflowlm.CaLMFlowModel, "CFM": CFMModel}
+    rows = {
+        "CaLMFlow": (scflowlm.CaLMFlowModel, args.calmflow, args.train, None),
+        "OT-CFM": (CFMModel, {}, {}, None),
+    }
     for name, spec in args.variants.items():
-        rows[name] = (classes[spec.get("class", "CaLMFlow")], spec.get("model", {}), spec.get("train", {}))
-    return {name: rows[name] for name in args.models}
+        rows[name] = (
+            classes[spec.get("class", "CaLMFlow")],
+            spec.get("model", {}),
+            spec.get("train", {}),
+            spec.get("vectors"),
+        )
+    out = {name: rows[name] for name in args.models}
+    if dataset == "perturbench-genes" and not args.no_vector_rows:
+        for name, (cls, kind) in VECTOR_ROWS.items():
+            kwargs = (args.calmflow, args.train) if cls == "CaLMFlow" else ({}, {})
+            out[name] = (classes[cls], *kwargs, kind)
+    return out
 
 
 def train_learned(
-    cls: type, model_kwargs: dict, train_kwargs: dict, adata, setup: dict, group: list[dict], seed: int
+    cls: type,
+    model_kwargs: dict,
+    train_kwargs: dict,
+    adata,
+    setup: dict,
+    group: list[dict],
+    seed: int,
+    vectors: pd.DataFrame | None = None,
 ):
     """Train one learned model: its defaults, plus the given arguments (a lever to try, an ablation)."""
     scvi.settings.seed = seed
     data = adata.copy()
-    cls.setup_anndata(data, **setup)
+    cls.setup_anndata(data, **setup, perturbation_embeddings=vectors)
     kwargs = dict(model_kwargs)
     if isinstance(kwargs.get("backbone"), dict):  # {"hidden_size": 64, "n_layers": 2, "n_heads": 4}: a size
         kwargs["backbone"] = scflowlm.nn.default_backbone_config(256, **kwargs["backbone"])
@@ -186,20 +298,31 @@ def run_cellflow(adata, group: list[dict], seed: int, iterations: int, threads: 
     return preds, seconds
 
 
-def _done(rows: list[dict], dataset: str, model: str, seed: int, labels: list[str]) -> bool:
-    """Whether (a resumed) ``rows`` already hold this model's run on every condition of a held-out group."""
-    have = {r["held out"] for r in rows if (r["dataset"], r["model"], r["seed"]) == (dataset, model, seed)}
-    return set(labels) <= have
+def _done(rows: list[dict], datasets: list[str], model: str, seed: int, labels: list[str]) -> bool:
+    """Whether (a resumed) ``rows`` already hold this model's run on every condition of a held-out group
+    (``datasets``, ``labels``: the data set and label each condition is scored under)."""
+    have = {(r["dataset"], r["held out"]) for r in rows if (r["model"], r["seed"]) == (model, seed)}
+    return set(zip(datasets, labels, strict=True)) <= have
 
 
 def run(args) -> pd.DataFrame:
     """Every row of the scoreboard. Learned and CellFlow rows are appended to ``{tag}_runs.partial.csv`` as they
     finish; with ``--resume`` the runs already there are kept and not run again (the baselines are recomputed)."""
     partial = C.DOCS / f"{args.tag}_runs.partial.csv"
+    finished = C.DOCS / f"{args.tag}_runs.csv"
     learned: list[dict] = []
-    if args.resume and partial.exists():
-        learned = pd.read_csv(partial, dtype={"held out": str}).to_dict("records")
-        print(f"resuming: {len(learned)} learned rows from {partial.name}", flush=True)
+    if args.resume and (partial.exists() or finished.exists()):
+        # an interrupted run's rows, else a finished run's learned rows (the baselines are recomputed)
+        source = partial if partial.exists() else finished
+        old = pd.read_csv(source, dtype={"held out": str})
+        old = old[
+            ~old["model"].isin([*BASELINES, "real vs real (floor)"])
+            & ~old["model"].str.startswith("linear + ")
+        ]
+        learned = old.to_dict("records")
+        if source is finished:
+            old.to_csv(partial, index=False)
+        print(f"resuming: {len(learned)} learned rows from {source.name}", flush=True)
     elif partial.exists():
         partial.unlink()
 
@@ -211,15 +334,18 @@ def run(args) -> pd.DataFrame:
     rows = []
     for dataset in args.datasets:
         adata, setup, groups = load(dataset)
+        vectors = (
+            {k: gene_vectors(adata, k) for k in ("text", "data")} if dataset == "perturbench-genes" else {}
+        )
         if args.n_holdouts:
             groups = groups[: args.n_holdouts] if dataset == "kang" else [groups[0][: args.n_holdouts]]
         for group in groups:
             held = held_mask(adata, group)
             train_cells = adata[~held].copy()
             for cond in group:
-                label = cond["condition"] if dataset == "perturbench" else cond["cell_type"]
-                base = {"dataset": dataset, "held out": label}
-                for name, fn in BASELINES.items():
+                label = label_of(dataset, cond, group)
+                base = {"dataset": dataset_of(dataset, cond), "held out": label}
+                for name, fn in baselines(dataset, vectors).items():
                     rows.append(
                         base
                         | {"model": name, "seed": 0, "train s": 0.0}
@@ -234,18 +360,20 @@ def run(args) -> pd.DataFrame:
                         | {"model": "real vs real (floor)", "seed": seed, "train s": 0.0}
                         | score(ref, half, cond)
                     )
-            labels = [c["condition"] if dataset == "perturbench" else c["cell_type"] for c in group]
+            labels = [label_of(dataset, c, group) for c in group]
             for seed in args.seeds:
-                for name, (cls, model_kwargs, train_kwargs) in learned_rows(args).items():
-                    if _done(learned, dataset, name, seed, labels):
+                for name, (cls, model_kwargs, train_kwargs, kind) in learned_rows(args, dataset).items():
+                    if _done(learned, [dataset_of(dataset, c) for c in group], name, seed, labels):
                         continue
-                    model, seconds = train_learned(cls, model_kwargs, train_kwargs, adata, setup, group, seed)
+                    model, seconds = train_learned(
+                        cls, model_kwargs, train_kwargs, adata, setup, group, seed, vectors.get(kind)
+                    )
                     for cond in group:
-                        label = cond["condition"] if dataset == "perturbench" else cond["cell_type"]
+                        label = label_of(dataset, cond, group)
                         pred = predict_learned(model, adata, cond, seed)
                         keep(
                             {
-                                "dataset": dataset,
+                                "dataset": dataset_of(dataset, cond),
                                 "held out": label,
                                 "model": name,
                                 "seed": seed,
@@ -253,16 +381,16 @@ def run(args) -> pd.DataFrame:
                             }
                             | score(adata, pred, cond)
                         )
-            if not args.skip_cellflow:
+            if not args.skip_cellflow and dataset != "perturbench-genes":  # the peer takes no gene vectors
                 for seed in args.cellflow_seeds:
-                    if _done(learned, dataset, "CellFlow", seed, labels):
+                    if _done(learned, [dataset_of(dataset, c) for c in group], "CellFlow", seed, labels):
                         continue
                     preds, seconds = run_cellflow(adata, group, seed, args.cellflow_iterations, args.threads)
                     for cond in group:
-                        label = cond["condition"] if dataset == "perturbench" else cond["cell_type"]
+                        label = label_of(dataset, cond, group)
                         keep(
                             {
-                                "dataset": dataset,
+                                "dataset": dataset_of(dataset, cond),
                                 "held out": label,
                                 "model": "CellFlow",
                                 "seed": seed,
@@ -278,7 +406,7 @@ def run(args) -> pd.DataFrame:
 
 
 def _fmt(mean: float, sd: float, metric: str) -> str:
-    digits = 1 if metric == "edistance" else 3
+    digits = 2 if metric == "edistance" else 3
     return f"{mean:.{digits}f} ± {sd:.{digits}f}"
 
 
@@ -343,9 +471,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument(
-        "--datasets", nargs="+", choices=["kang", "perturbench"], default=["kang", "perturbench"]
-    )
+    parser.add_argument("--datasets", nargs="+", choices=DATASETS, default=list(DATASETS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument(
         "--models", nargs="*", default=["CaLMFlow", "OT-CFM"], help="learned rows to run (and --variants)"
@@ -371,6 +497,11 @@ def main() -> None:
     parser.add_argument(
         "--skip-cellflow", action="store_true", help="leave out the CellFlow peer (no separate venv)"
     )
+    parser.add_argument(
+        "--no-vector-rows",
+        action="store_true",
+        help="perturbench-genes: leave out the rows with gene vectors (only --models)",
+    )
     parser.add_argument("--cellflow-seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--cellflow-iterations", type=int, default=2000)
     parser.add_argument("--threads", type=int, default=2, help="torch (and CellFlow) CPU threads")
@@ -380,7 +511,8 @@ def main() -> None:
     parser.add_argument(
         "--resume",
         action="store_true",
-        help="keep the learned runs already in docs/benchmarks/{tag}_runs.partial.csv (an interrupted run)",
+        help="keep the learned runs already in docs/benchmarks/{tag}_runs.partial.csv (an interrupted run), else "
+        "those of {tag}_runs.csv (a finished run: add data sets or seeds to it)",
     )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

@@ -92,6 +92,7 @@ def field_evaluations(cfm, cond: dict, n_cells: int) -> float:
     finally:
         hook.remove()
     batch = inspect.signature(cfm.predict_perturbation).parameters["batch_size"].default
+    batch = cfm._default_batch_size() if batch is None else batch  # None: sized by the model
     return len(calls) / math.ceil(n_cells / batch)
 
 
