@@ -116,8 +116,7 @@ class GenerationMixin:
         """
         if not isinstance(temperature, numbers.Real) or not np.isfinite(temperature) or temperature < 0:
             raise ValueError(f"temperature must be a finite number >= 0, got {temperature!r}.")
-        batch_size = self._default_batch_size() if batch_size is None else batch_size
-        check_int("batch_size", batch_size)
+        batch_size = self._batch_size(batch_size)
         check_int("seed", seed, minimum=0, allow_none=True)
         if source is None:
             check_int("n_cells", n_cells)
@@ -162,8 +161,7 @@ class GenerationMixin:
         :meth:`predict_perturbation` does; each condition gets its own seed drawn from ``seed``. ``batch_size``
         as in :meth:`predict_perturbation`.
         """
-        batch_size = self._default_batch_size() if batch_size is None else batch_size
-        check_int("batch_size", batch_size)
+        batch_size = self._batch_size(batch_size)
         check_int("n_cells", n_cells)
         check_int("seed", seed, minimum=0, allow_none=True)
         rng = np.random.default_rng(seed)
@@ -201,6 +199,12 @@ class GenerationMixin:
     def _default_batch_size(self) -> int:
         """Cells generated at once when ``batch_size=None`` (a model may size it by memory)."""
         return self._predict_batch_size
+
+    def _batch_size(self, batch_size: int | None) -> int:
+        """The user's ``batch_size``, checked, or the model's default for ``None``."""
+        batch_size = self._default_batch_size() if batch_size is None else batch_size
+        check_int("batch_size", batch_size)
+        return batch_size
 
     # ------------------------------------------------------------------ requests
     def _request(self, condition: dict[str, Any], seed: int) -> _Request:
