@@ -12,7 +12,8 @@ size (``--sizes``, default 1,000 / 10,000 / 100,000 cells), with ``predict_pertu
 - OT-CFM (:class:`scflowlm.model.CFMModel`) with its default adaptive ``dopri5`` solver and with fixed-step Euler
   of 4 and 16 steps (CaLMFlow's time points) and of 100 steps (``method="euler", n_steps=...``);
 - CellFlow (``cellflow-tools``, in a venv of its own made by ``benchmarks/_peers.py``; ``--skip-cellflow`` leaves
-  it out), its own default solver, trained ``--cellflow-iterations`` iterations.
+  it out), its own default solver, trained ``--cellflow-iterations`` iterations, timed up to ``--cellflow-max-cells``
+  cells (``--cellflow-repeats`` calls after a warm-up that compiles; on a CPU it makes about 90 cells/s).
 
 Generation cells/s are the best of ``--repeats`` calls (fewer when one call takes over ``--long-call-s``), each
 with its ratio to OT-CFM dopri5 at the same size. Training: the wall seconds of each model's ``train()`` and
@@ -116,7 +117,7 @@ def train_models(adata, setup: dict, group: list[dict], train_kwargs: dict) -> t
 
 def cellflow(adata, group: list[dict], sizes: list[int], args) -> tuple[dict, dict]:
     """CellFlow trained and timed in its venv: ({cells: cells/s}, training row)."""
-    extra = ["--time-predict", *map(str, sizes), "--time-predict-repeats", str(args.repeats)]
+    extra = ["--time-predict", *map(str, sizes), "--time-predict-repeats", str(args.cellflow_repeats)]
     res, wall = scoreboard.cellflow_output(adata, group, 0, args.cellflow_iterations, args.threads, extra)
     info = res.uns["cellflow_peer"]
     rates = {int(n): float(r) for n, r in info["predict_cells_per_s"].items()}
@@ -179,6 +180,13 @@ def main() -> None:
     parser.add_argument("--uncached-max-cells", type=int, default=10_000)
     parser.add_argument("--skip-cellflow", action="store_true", help="leave out CellFlow (no peer venv)")
     parser.add_argument("--cellflow-iterations", type=int, default=None, help="default: 2,000 (quick: 200)")
+    parser.add_argument(
+        "--cellflow-max-cells",
+        type=int,
+        default=10_000,
+        help="time CellFlow up to this size (on a CPU it makes about 90 cells/s: 100,000 cells take 20 minutes a call)",
+    )
+    parser.add_argument("--cellflow-repeats", type=int, default=1, help="timed CellFlow calls per size")
     parser.add_argument("--threads", type=int, default=2, help="torch (and CellFlow) CPU threads")
     parser.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -215,7 +223,8 @@ def main() -> None:
         print(name, how, {n: round(r) for n, r in rates[(name, how)].items()}, flush=True)
     nfe = field_evaluations(models["OT-CFM"], cond, sizes[0])
     if not args.skip_cellflow:
-        rates[("CellFlow", "its default solver")], row = cellflow(adata, group, sizes, args)
+        cellflow_sizes = [n for n in sizes if n <= args.cellflow_max_cells]
+        rates[("CellFlow", "its default solver")], row = cellflow(adata, group, cellflow_sizes, args)
         train_rows.append(row)
         print(row, rates[("CellFlow", "its default solver")], flush=True)
 
@@ -258,7 +267,9 @@ def main() -> None:
         f"on the rest with {trained}. Generation: best of {args.repeats} `predict_perturbation` calls (fewer after a "
         f"call over {args.long_call_s:.0f} s) at its default batch size; in brackets the ratio to OT-CFM dopri5 at "
         f"the same size, measured in the same run. OT-CFM dopri5 took {nfe:.0f} vector-field evaluations per batch "
-        "(its step count follows the learned field). CaLMFlow without the cache only up to "
+        "(its step count follows the learned field). CellFlow: the best of "
+        f"{args.cellflow_repeats} call(s) after a warm-up call of the same size (JAX compiles each new shape), up to "
+        f"{args.cellflow_max_cells:,} cells (`--cellflow-max-cells`). CaLMFlow without the cache only up to "
         f"{args.uncached_max_cells:,} cells (`--uncached-max-cells`); calls shorter than a second are repeated until "
         "they took a second together (up to 20). KV cache speed-up: " + "; ".join(cache) + ".\n\n"
         "### Training\n\n" + training.to_markdown(index=False) + "\n\n"

@@ -363,3 +363,22 @@ def test_subset_of_the_pca_cells_keeps_the_pca_centre():
     X, _ = model.gene_map.to_genes(subset.obsm["X_pca"])
     naive = subset.obsm["X_pca"] @ subset.varm["PCs"].T + subset.X.mean(0)  # centred on the subset's means
     assert np.abs(X - subset.X).mean() < np.abs(naive - subset.X).mean()
+
+
+def test_states_map_to_genes_as_one_float64_product_in_any_chunks(monkeypatch):
+    """to_genes goes a few rows at a time; the genes are the float64 product rounded once, whatever the chunk size."""
+    from scflowlm.model import _gene_map
+
+    adata = data()
+    setup(adata)
+    gene_map = small_model(adata).gene_map
+    states = np.random.default_rng(0).normal(size=(601, gene_map.loadings.shape[1])).astype(np.float32)
+    expected = (
+        states.astype(np.float64) @ gene_map.loadings.astype(np.float64).T + gene_map.means.astype(np.float64)
+    ).astype(np.float32)
+    X, var = gene_map.to_genes(states)  # 601 rows: more than one chunk, a partial last one
+    assert X.dtype == np.float32
+    assert list(var.index) == list(adata.var_names)
+    np.testing.assert_allclose(X, expected, rtol=1e-6, atol=1e-6)
+    monkeypatch.setattr(_gene_map, "GENE_MAP_ROWS", 7)
+    np.testing.assert_array_equal(gene_map.to_genes(states)[0], X)

@@ -84,3 +84,58 @@ def test_cached_forward_equals_full_pass_without_deprecation(capfd):
     deprecations = [w for w in caught if issubclass(w.category, DeprecationWarning | FutureWarning)]
     assert not deprecations, [str(w.message) for w in deprecations]
     assert "deprecated" not in capfd.readouterr().err
+
+
+@pytest.mark.parametrize("n_prompts", [1, 2])
+def test_reserved_cache_from_shared_prompts_equals_the_full_pass(n_prompts):
+    """Prompts cached once and gathered into reserved room (from memory a larger earlier batch used) read the same."""
+    from transformers import GPTNeoXModel
+
+    from scflowlm.nn import KVStorage, backbone_forward, new_kv_cache, reserve_kv_cache
+
+    torch.manual_seed(0)
+    net = GPTNeoXModel(tiny_config()).eval()
+    prompts = torch.randn(n_prompts, 5, 32)  # [U, P, H]
+    storage = KVStorage()
+    for S in (6, 4):  # the second batch is smaller and reuses the first one's memory
+        rows = torch.arange(S) % n_prompts  # [S]
+        steps = torch.randn(S, 3, 32)  # [S, 3, H] one token a step
+        with torch.no_grad():
+            full = backbone_forward(net, torch.cat([prompts[rows], steps], dim=1))[:, 5:]  # [S, 3, H]
+            cache = new_kv_cache()
+            backbone_forward(net, prompts, cache=cache)
+            reserve_kv_cache(cache, 3, rows=rows, storage=storage)
+            cached = torch.cat([backbone_forward(net, steps[:, i : i + 1], cache=cache) for i in range(3)], 1)
+        torch.testing.assert_close(cached, full, atol=1e-5, rtol=1e-5)
+        assert cache.get_seq_length() == 8
+        kept = storage._tensors[(0, "keys")]
+        assert kept.shape[0] == 6
+        assert cache.layers[0].keys.data_ptr() == kept.data_ptr()
+
+
+@pytest.mark.parametrize("padded", [False, True])
+def test_sdpa_backbone_decodes_on_cpu_as_its_full_pass(padded):
+    """ "sdpa" runs as scflowlm's kernel (one-query cached steps in broadcast form): same outputs, masks included."""
+    from scflowlm.nn import backbone_forward, new_kv_cache
+    from scflowlm.nn._backbone import SDPA_KERNEL
+
+    torch.manual_seed(0)
+    net, _ = build_backbone(tiny_config(), prompts=PROMPTS, attn_implementation="sdpa")
+    net.eval()
+    assert net.config._attn_implementation == (SDPA_KERNEL or "sdpa")
+    emb = torch.randn(3, 8, 32)  # [S, T, H]: a prompt of 5, then 3 steps
+    mask = torch.ones(3, 8, dtype=torch.long)
+    if padded:
+        mask[0, :2] = 0  # left padding of the first prompt
+        mask[2, :1] = 0
+    with torch.no_grad():
+        full = backbone_forward(net, emb, attention_mask=mask if padded else None)[:, 5:]  # [S, 3, H]
+        cache = new_kv_cache()
+        backbone_forward(net, emb[:, :5], attention_mask=mask[:, :5] if padded else None, cache=cache)
+        steps = [
+            backbone_forward(
+                net, emb[:, t : t + 1], attention_mask=mask[:, : t + 1] if padded else None, cache=cache
+            )
+            for t in range(5, 8)
+        ]
+    torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-5, rtol=1e-5)

@@ -22,6 +22,8 @@ __all__ = ["GeneMap"]
 N_CHECK = 256
 #: largest median relative error of ``(X - means) @ loadings`` against ``obsm`` for one and the same PCA
 TOLERANCE = 1e-2
+#: cells mapped to genes at once (a float64 buffer of this many rows x genes)
+GENE_MAP_ROWS = 256
 
 
 @dataclass
@@ -90,11 +92,23 @@ class GeneMap:
                 index=[f"PC{i + 1}" for i in range(states.shape[1])]
             )
         # float64 products: the same cells on any BLAS threading, rounded once to float32. In torch, whose threads
-        # generation has just used: numpy's BLAS threads would compete with torch's still-spinning ones (4x slower)
+        # generation has just used: numpy's BLAS threads would compete with torch's still-spinning ones (4x slower).
+        # A few rows at a time through one float64 buffer: the output is the only large memory touched (fresh memory
+        # costs a page fault per page, and a float64 copy of the whole output would double it)
         states = torch.as_tensor(np.asarray(states), dtype=torch.float64)  # [n, D]
-        loadings = torch.as_tensor(self.loadings, dtype=torch.float64)  # [G, D]
-        X = torch.addmm(torch.as_tensor(self.means, dtype=torch.float64), states, loadings.T)  # [n, G]
-        return X.to(torch.float32).numpy(), pd.DataFrame(index=pd.Index(self.var_names))
+        loadings = torch.as_tensor(self.loadings, dtype=torch.float64).T  # [D, G]
+        means = torch.as_tensor(self.means, dtype=torch.float64)  # [G]
+        X = np.empty((len(states), loadings.shape[1]), dtype=np.float32)  # [n, G]
+        out = torch.from_numpy(X)
+        buffer = torch.empty(
+            (min(GENE_MAP_ROWS, len(states)), loadings.shape[1]), dtype=torch.float64
+        )  # [r, G]
+        for start in range(0, len(states), GENE_MAP_ROWS):
+            rows = slice(start, min(start + GENE_MAP_ROWS, len(states)))
+            chunk = buffer[: rows.stop - start]
+            torch.addmm(means, states[rows], loadings, out=chunk)
+            out[rows] = chunk
+        return X, pd.DataFrame(index=pd.Index(self.var_names))
 
     def project(
         self, adata: ad.AnnData, *, layer: str | None, rows: np.ndarray | slice | None = None

@@ -10,6 +10,7 @@ from torch import nn
 
 from scflowlm.nn import (
     ConditionEncoder,
+    KVStorage,
     SpatioTemporalTokenizer,
     VariationalHead,
     backbone_forward,
@@ -18,7 +19,7 @@ from scflowlm.nn import (
 )
 
 from ._base import FlowModuleBase
-from ._volterra import condition_sequences, group_trajectories, straight_path, time_grid
+from ._volterra import condition_sequences, group_trajectories, step_noise, straight_path, time_grid
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -102,10 +103,8 @@ class CaLMFlowModule(FlowModuleBase):
         hidden = backbone.config.hidden_size
         vector_size = 0 if data.single_vectors is None else data.single_vectors.shape[1]
         self.encoder = ConditionEncoder(len(data.known_singles), hidden, vector_size=vector_size)
-        self.n_time_points = n_time_points
-        self.n_space_tokens = n_space_tokens
-        self.n_trajectories = n_trajectories
-        self.kl_weight = kl_weight
+        self.n_time_points, self.n_space_tokens = n_time_points, n_space_tokens
+        self.n_trajectories, self.kl_weight = n_trajectories, kl_weight
         self.prompt_dropout = prompt_dropout
         self.state_tokenizer = SpatioTemporalTokenizer(
             n_features, hidden, n_space_tokens, n_time_points, dropout
@@ -163,19 +162,24 @@ class CaLMFlowModule(FlowModuleBase):
         rows: torch.Tensor,
         members: torch.Tensor | None = None,
         in_prior: torch.Tensor | None = None,
+        reserve: int = 0,
+        storage: KVStorage | None = None,
     ) -> tuple[DynamicCache, torch.Tensor | None]:
         """Encode each of ``U`` prefixes once; every sequence then reads the keys and values of its own.
 
         ``prompt_ids``, ``prompt_mask``: ``[U, L]``; ``members``, ``in_prior``: ``[U, P]`` (see :meth:`prefix`);
         ``rows``: ``[S]`` prefix of each sequence. Returns the key/value cache ``[S, ..., L+1, ...]`` and the prefix
         mask ``[S, L+1]`` (``None`` without padding: plain causal attention, no mask tensor to build). Gradients
-        flow through the cache, so the prefix costs ``U`` instead of ``S`` passes in training too.
+        flow through the cache, so the prefix costs ``U`` instead of ``S`` passes in training too. ``reserve > 0``
+        (generation) leaves room for that many more positions, in ``storage`` (:func:`~scflowlm.nn.reserve_kv_cache`).
         """
         emb, mask = self.prefix(prompt_ids, prompt_mask, members, in_prior)  # [U, L+1, H], [U, L+1]
-        padded = not bool(mask.all())
-        cache = new_kv_cache()
+        padded, cache = not bool(mask.all()), new_kv_cache()
         backbone_forward(self.backbone, emb, attention_mask=mask if padded else None, cache=cache)
-        cache.reorder_cache(rows)  # [U, ...] -> [S, ...]
+        if reserve > 0:  # [U, ...] -> [S, ..., L+1+reserve, ...]
+            reserve_kv_cache(cache, reserve, rows=rows, storage=storage)
+        else:
+            cache.reorder_cache(rows)  # [U, ...] -> [S, ...]
         return cache, (mask[rows] if padded else None)
 
     def _run(self, emb: torch.Tensor, pmask: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
@@ -259,6 +263,7 @@ class CaLMFlowModule(FlowModuleBase):
         noise: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
         use_cache: bool = True,
+        kv_storage: KVStorage | None = None,
     ) -> torch.Tensor:
         """Autoregressive rollout of ``S`` sequences from standardised start states.
 
@@ -277,36 +282,34 @@ class CaLMFlowModule(FlowModuleBase):
             ``[C, P]`` the single perturbations of the prompts' conditions (see :meth:`prefix`; ``None``: none).
         temperature
             ``tau``: scales the latent variance.
-        noise
-            ``[S, N-1, M, Z]`` standard normal latent noise of every step; default: drawn from ``generator``.
-        generator
-            Torch generator for the latent noise when ``noise`` is not given.
-        use_cache
-            Use the key/value cache.
+        noise, generator
+            ``[S, N-1, M, Z]`` standard normal latent noise of every step; default: drawn from the torch ``generator``.
+        use_cache, kv_storage
+            Use the key/value cache; the memory to keep it in, reused by the next call given the same
+            (:class:`~scflowlm.nn.KVStorage`).
 
         Returns
         -------
         ``[S, N, M, D]`` standardised path; ``[:, -1]`` are the generated cells.
         """
-        S, M, _ = x0.shape
-        N = self.n_time_points
+        (S, M, _), N = x0.shape, self.n_time_points
         prompt_ids, prompt_mask = prompt_ids.to(x0.device), prompt_mask.to(x0.device)
         if rows is None:
             rows = torch.zeros(S, dtype=torch.long) if prompt_ids.shape[0] == 1 else torch.arange(S)
         rows = rows.to(x0.device)
-        dt = self.times[1:] - self.times[:-1]
-        path = [x0]
+        dt, path = self.times[1:] - self.times[:-1], [x0]
         if use_cache:  # mask [S, L+1] grows by M*K a step, into room reserved for every step's tokens
-            cache, mask = self._prompt_cache(prompt_ids, prompt_mask, rows, members, in_prior)
-            reserve_kv_cache(cache, (N - 1) * M * self.n_space_tokens)
+            room = (N - 1) * M * self.n_space_tokens
+            cache, mask = self._prompt_cache(
+                prompt_ids, prompt_mask, rows, members, in_prior, room, kv_storage
+            )
         else:
             emb, pmask = self.prefix(prompt_ids, prompt_mask, members, in_prior)  # [C, L+1, H], [C, L+1]
         for i in range(N - 1):
             if use_cache:
                 tokens = self.state_tokenizer(path[-1][:, None], time_index=i)  # [S, M*K, H]
-                mask = (
-                    torch.cat([mask, mask.new_ones(S, tokens.shape[1])], dim=1) if mask is not None else None
-                )
+                if mask is not None:
+                    mask = torch.cat([mask, mask.new_ones(S, tokens.shape[1])], dim=1)  # [S, L+1+(i+1)*M*K]
                 h = backbone_forward(self.backbone, tokens, attention_mask=mask, cache=cache)  # [S, M*K, H]
             else:
                 tokens = self.state_tokenizer(torch.stack(path, dim=1))  # [S, (i+1)*M*K, H]
@@ -367,18 +370,13 @@ class CaLMFlowModule(FlowModuleBase):
         rows = torch.as_tensor(rows, dtype=torch.long).cpu()
         n, M, N = len(rows), self.n_trajectories, self.n_time_points
         z0 = self.start_states(rows, x0, generators).cpu()  # [n, D] standardised
-        noise = None
+        noise = None  # [n, N-1, Z]
         if self.head.mode != "none":
-            noise = torch.zeros(n, N - 1, self.head.n_latent, dtype=z0.dtype)  # [n, N-1, Z]
-            for c, gen in enumerate(generators):
-                idx = torch.nonzero(rows == c).view(-1)
-                # step by step, as one rollout of these cells draws it
-                for i in range(N - 1) if len(idx) else ():
-                    noise[idx, i] = torch.randn(len(idx), noise.shape[-1], generator=gen).to(noise)
+            noise = step_noise(rows, generators, N - 1, self.head.n_latent, dtype=z0.dtype)
         seqs, real = condition_sequences(rows, M)  # [S, M] cells, [S, M] not a filling repeat
         out = torch.empty((n, N, z0.shape[1]) if return_path else (n, z0.shape[1]), dtype=z0.dtype)
         device = self.x_mean.device
-        per = max(batch_size // M, 1)
+        per, storage = max(batch_size // M, 1), KVStorage()  # one cache memory for every batch
         for start in range(0, len(seqs), per):
             seq, keep = seqs[start : start + per], real[start : start + per]  # [s, M]
             eps = None if noise is None else noise[seq].transpose(1, 2).to(device)  # [s, N-1, M, Z]
@@ -392,6 +390,7 @@ class CaLMFlowModule(FlowModuleBase):
                 temperature=temperature,
                 noise=eps,
                 use_cache=use_cache,
+                kv_storage=storage,
             )  # [s, N, M, D]
             path = self.unstandardize(path).transpose(1, 2).cpu()  # [s, M, N, D]
             out[seq[keep]] = path[keep] if return_path else path[keep][:, -1]

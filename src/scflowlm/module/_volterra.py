@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["group_trajectories", "straight_path", "time_grid"]
+__all__ = ["condition_sequences", "group_trajectories", "step_noise", "straight_path", "time_grid"]
 
 
 def time_grid(n_time_points: int, *, device: torch.device | str | None = None) -> torch.Tensor:
@@ -81,3 +81,19 @@ def condition_sequences(rows: torch.Tensor, n_trajectories: int) -> tuple[torch.
         seqs.append(torch.cat([idx, idx[-1:].expand(pad)]).view(-1, n_trajectories))
         real.append((torch.arange(len(idx) + pad) < len(idx)).view(-1, n_trajectories))
     return torch.cat(seqs), torch.cat(real)
+
+
+def step_noise(
+    rows: torch.Tensor, generators, n_steps: int, n_latent: int, *, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
+    """Standard normal latent noise of every rollout step of every cell -> ``[n, n_steps, n_latent]``.
+
+    The cells of condition ``c`` (``rows == c``, ``rows``: ``[n]``) draw from ``generators[c]`` step by step, as
+    one rollout of them would, so a cell's noise depends neither on the batch size nor on the other conditions.
+    """
+    noise = torch.zeros(len(rows), n_steps, n_latent, dtype=dtype)  # [n, N-1, Z]
+    for c, gen in enumerate(generators):
+        idx = torch.nonzero(rows == c).view(-1)
+        for i in range(n_steps) if len(idx) else ():
+            noise[idx, i] = torch.randn(len(idx), n_latent, generator=gen).to(noise)
+    return noise

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ._backbone import (
+    KVStorage,
     backbone_forward,
     build_backbone,
     default_backbone_config,
@@ -17,6 +18,7 @@ from ._state_tokenizer import SpatioTemporalTokenizer
 from ._vector_field import VectorFieldMLP, time_features
 
 __all__ = [
+    "KVStorage",
     "ConditionEncoder",
     "SpatioTemporalTokenizer",
     "VariationalHead",
