@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 __all__ = ["condition_sequences", "group_trajectories", "step_noise", "straight_path", "time_grid"]
 
@@ -84,7 +89,12 @@ def condition_sequences(rows: torch.Tensor, n_trajectories: int) -> tuple[torch.
 
 
 def step_noise(
-    rows: torch.Tensor, generators, n_steps: int, n_latent: int, *, dtype: torch.dtype = torch.float32
+    rows: torch.Tensor,
+    generators: Sequence[torch.Generator],
+    n_steps: int,
+    n_latent: int,
+    *,
+    dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
     """Standard normal latent noise of every rollout step of every cell -> ``[n, n_steps, n_latent]``.
 

@@ -226,12 +226,9 @@ if DynamicLayer is not None:
             keys, values = self.keys, self.values  # [U, heads, P, d]
             if rows is not None and U > 1:  # one gather per prefix row; a single prefix is broadcast below
                 keys, values = keys.index_select(0, rows), values.index_select(0, rows)  # [S, heads, P, d]
-            self._keys = storage.take(
-                (index, "keys"), (S, heads, length + extra, dim), keys
-            )  # [S, heads, P+extra, d]
-            self._values = storage.take(
-                (index, "values"), (S, heads, length + extra, values.shape[-1]), values
-            )
+            shape = (S, heads, length + extra, dim)  # [S, heads, P + extra, d]
+            self._keys = storage.take((index, "keys"), shape, keys)
+            self._values = storage.take((index, "values"), (*shape[:3], values.shape[-1]), values)
             self._keys[:, :, :length] = keys
             self._values[:, :, :length] = values
             self.length = length
