@@ -261,15 +261,19 @@ def main() -> None:
                 )
             ]
         ).round(0)
+    cellflow_note = (
+        ""
+        if args.skip_cellflow
+        else f"CellFlow: the best of {args.cellflow_repeats} call(s) after a warm-up call of the same size (JAX "
+        f"compiles each new shape), up to {args.cellflow_max_cells:,} cells (`--cellflow-max-cells`). "
+    )
     trained = "each model's default train()" if max_epochs is None else f"{max_epochs} epochs (--max-epochs)"
     notes = (
         f"Kang 2018, {cond['cell_type']} stimulated held out and predicted from its control cells; models trained "
         f"on the rest with {trained}. Generation: best of {args.repeats} `predict_perturbation` calls (fewer after a "
         f"call over {args.long_call_s:.0f} s) at its default batch size; in brackets the ratio to OT-CFM dopri5 at "
         f"the same size, measured in the same run. OT-CFM dopri5 took {nfe:.0f} vector-field evaluations per batch "
-        "(its step count follows the learned field). CellFlow: the best of "
-        f"{args.cellflow_repeats} call(s) after a warm-up call of the same size (JAX compiles each new shape), up to "
-        f"{args.cellflow_max_cells:,} cells (`--cellflow-max-cells`). CaLMFlow without the cache only up to "
+        f"(its step count follows the learned field). {cellflow_note}CaLMFlow without the cache only up to "
         f"{args.uncached_max_cells:,} cells (`--uncached-max-cells`); calls shorter than a second are repeated until "
         "they took a second together (up to 20). KV cache speed-up: " + "; ".join(cache) + ".\n\n"
         "### Training\n\n" + training.to_markdown(index=False) + "\n\n"
