@@ -78,19 +78,30 @@ def _has_tabulate() -> bool:
     return importlib.util.find_spec("tabulate") is not None
 
 
+def _positive(text: str) -> int:
+    """An integer >= 1 (argparse's type for counts)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {value}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of ``python -m scflowlm``."""
+    """Entry point of ``python -m scflowlm`` (the arguments are checked before torch and scvi-tools load)."""
     parser = argparse.ArgumentParser(prog="python -m scflowlm", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("demo", help="train and evaluate on synthetic data (a few CPU minutes)")
     p.add_argument(
         "--epochs",
-        type=int,
+        type=_positive,
         default=None,
         help="training epochs (default: the model's own, about 3,000 steps)",
     )
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--n-cells", type=int, default=300, help="cells to generate")
+    p.add_argument("--n-cells", type=_positive, default=300, help="cells to generate")
     p.add_argument(
         "--source", choices=["auto", "noise", "control"], default="auto", help="start of the flows"
     )

@@ -23,7 +23,9 @@ DOC_START_SHIFT = """\
 Head start of control-source flows (ignored for noise), estimated from the training cells by
 :func:`scflowlm.data.estimate_shifts` and added to the control cells a condition's flows start from; the condition
 encoder is told which single perturbations it holds. ``"auto"`` (default): ``"additive"`` when the registered
-conditions include combinations of perturbations, else ``"none"``. ``"none"``: a flow starts at its control cell.
+conditions include combinations of perturbations, or when ``setup_anndata(perturbation_embeddings=...)`` gave gene
+vectors to at least one registered single (a single never measured then starts at the ridge estimate of its vector,
+:func:`scflowlm.data.vector_shifts`), else ``"none"``. ``"none"``: a flow starts at its control cell.
 ``"additive"``: at its control cell plus the sum of its singles' measured shifts in its context (a combination
 ``"A+B"`` from ``"A"`` and ``"B"``; a measured single from itself): a zero correction of the flow is exactly
 :func:`scflowlm.tl.baseline_additive`, and the flow learns what is not additive. ``"nearest_context"``: plus the

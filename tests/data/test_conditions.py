@@ -6,12 +6,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from scflowlm import ScflowlmWarning
 from scflowlm.data import (
     ConditionTable,
     as_condition_list,
     coerce_value,
+    match_combination,
     match_mask,
     match_value,
+    repeated_singles,
     same_value,
     split_combination,
 )
@@ -107,3 +110,76 @@ def test_control_mask_agrees_with_is_control():
     assert table.control_mask().tolist() == expected == [True, False, True, False]
     no_key = ConditionTable.from_codes(["cell_type"], {"cell_type": np.array(["A"])}, np.array([[0]]))
     assert no_key.control_mask().tolist() == [False]
+
+
+# ---------------------------------------------------------------- combinations: one spelling, each single once
+
+
+def test_a_combination_matches_in_any_order_and_spacing():
+    cats = np.array(["control", "A", "B", "A+B"], dtype=object)
+    for spelling in ("A+B", "B+A", "A + B", " B+ A "):
+        assert match_combination(cats, spelling, "+") == 3
+    assert match_combination(cats, "A+C", "+") == -1
+    assert match_combination(cats, "B+A", None) == -1  # no separator: text compared as written
+    column = pd.Series(pd.Categorical(["A+B", "A", "B+A", "control"]))
+    assert match_mask(column, "B + A", combination_sep="+").tolist() == [True, False, False, False]
+    assert match_mask(column, "B + A").tolist() == [False, False, False, False]
+
+
+def test_a_single_named_twice_counts_once():
+    assert split_combination("A+A") == ("A",)
+    assert split_combination("B+A+B") == ("A", "B")
+    assert repeated_singles("A+A+B") == ["A"]
+    assert repeated_singles("A+B") == []
+
+
+def test_the_table_reads_a_pair_written_in_the_other_order_as_the_registered_one():
+    table, _ = ConditionTable.from_obs(
+        pd.DataFrame({"ct": ["x"] * 4, "p": ["control", "A", "B", "A+B"]}),
+        ["ct", "p"],
+        perturbation_key="p",
+        control_value="control",
+    )
+    typed, codes = table.encode({"ct": "x", "p": "B + A"})
+    assert typed["p"] == "A+B"
+    assert table.index_of(codes) == table.row_of({"ct": "x", "p": "A+B"}) >= 0
+    with pytest.warns(ScflowlmWarning, match=r"names \['A'\] more than once.*read as 'A'"):
+        typed, _ = table.encode({"ct": "x", "p": "A+A"})
+    assert typed["p"] == "A"
+
+
+@pytest.mark.parametrize("sep", ["+", "-", "e"])
+def test_a_numeric_perturbation_is_never_split(sep):
+    """Bug 6: a dose 1e20 (text '1e+20') once read as the pair '1e' + '20', a dose -1 as dose 1 with sep '-'."""
+    table, _ = ConditionTable.from_obs(
+        pd.DataFrame({"dose": [0.0, 1e20, -1.0, 2.5]}),
+        ["dose"],
+        perturbation_key="dose",
+        control_value=0.0,
+        combination_sep=sep,
+    )
+    assert table.singles() == sorted(["1e+20", "-1.0", "2.5"])
+    assert table.perturbations({"dose": -1}) == ("-1.0",)
+    assert table.perturbations({"dose": "1e20"}) == ("1e+20",)
+
+
+def test_vectors_are_named_by_the_perturbation_columns_type():
+    """Bug 3: an int index [1, 2] for a float column once gave a vocabulary of '1', '1.0', '2', '2.0'."""
+    table, _ = ConditionTable.from_obs(
+        pd.DataFrame({"dose": [0.0, 1.0, 2.0]}), ["dose"], perturbation_key="dose", control_value=0.0
+    )
+    vectors = pd.DataFrame(np.eye(3), index=[1, 2, 3])
+    assert list(table.align_vectors(vectors).index) == ["1.0", "2.0", "3.0"]
+    with pytest.raises(ValueError, match="cannot be a value of the float64 column"):
+        table.align_vectors(pd.DataFrame(np.eye(1), index=["high"]))
+    with pytest.raises(ValueError, match="several vectors for the same perturbation"):
+        table.align_vectors(pd.DataFrame(np.eye(2), index=[1, "1.0"]))
+    text, _ = ConditionTable.from_obs(
+        pd.DataFrame({"p": ["control", "A"]}), ["p"], perturbation_key="p", control_value="control"
+    )
+    assert list(text.align_vectors(pd.DataFrame(np.eye(2), index=[" A ", "Z"])).index) == ["A", "Z"]
+    with pytest.raises(ValueError, match="a combination of \\['A', 'B'\\]"):
+        text.align_vectors(pd.DataFrame(np.eye(1), index=["A+B"]))
+    no_key, _ = ConditionTable.from_obs(pd.DataFrame({"p": ["A"]}), ["p"])
+    with pytest.raises(ValueError, match="need a perturbation_key"):
+        no_key.align_vectors(pd.DataFrame(np.eye(1), index=["A"]))

@@ -13,8 +13,7 @@ import pytest
 
 from scflowlm._warnings import ScflowlmWarning
 from scflowlm.data import _gene_vectors as gv
-from scflowlm.data import gene_descriptions, gene_loading_embeddings, gene_text_embeddings
-from scflowlm.model._setup import check_embeddings
+from scflowlm.data import check_gene_vectors, gene_descriptions, gene_loading_embeddings, gene_text_embeddings
 
 
 def _no_network(*args, **kwargs):
@@ -96,8 +95,9 @@ def test_text_embeddings_are_unit_deterministic_and_accepted_by_setup():
     assert np.isfinite(a.to_numpy()).all()
     np.testing.assert_allclose(np.linalg.norm(a.to_numpy(), axis=1), 1.0, rtol=1e-5)
     pd.testing.assert_frame_equal(a, b)
-    checked = check_embeddings(ad.AnnData(np.zeros((1, 1), dtype=np.float32)), a)
-    np.testing.assert_array_equal(checked.to_numpy(), a.to_numpy())
+    assert list(a.columns) == [str(i) for i in range(256)]  # text labels: writable to h5ad from adata.uns
+    checked = check_gene_vectors(a)
+    pd.testing.assert_frame_equal(checked, a)
 
 
 def test_related_genes_are_closer():
@@ -201,3 +201,13 @@ def test_loadings_check_their_arguments(adata):
     adata.var_names = ["G1", "G1", "G3", "G4", "G5"]
     with pytest.raises(ValueError, match="var_names_make_unique"):
         gene_loading_embeddings(adata)
+
+
+def test_a_name_read_as_another_symbol_is_said():
+    """Aliases resolved short labels silently ('NT' -> NT5E, 'B' -> ELF2)."""
+    with pytest.warns(ScflowlmWarning, match=r"not official symbols as written .*'NT' -> NT5E \(an alias\)"):
+        texts = gene_descriptions(["KLF1", "NT"])
+    assert texts["NT"].startswith("NT5E:")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ScflowlmWarning)
+        gene_descriptions(["KLF1", "MAP2K6"])  # official symbols: nothing to say

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from scflowlm._utils import group_means
-from scflowlm.data import ConditionTable, estimate_shifts
+from scflowlm.data import ConditionTable, estimate_shifts, vector_shifts
 
 
 def _table():
@@ -108,3 +108,35 @@ def test_group_means_leave_groups_without_rows_nan():
     np.testing.assert_allclose(means[0], states[[0, 1, 5]].mean(0))
     assert np.isnan(means[1]).all()
     assert np.isnan(means[3]).all()
+
+
+def test_inputs_of_the_wrong_shape_name_the_argument():
+    """Bug 8: a measured mask of the wrong length returned empty estimates; wrong targets gave a bare KeyError."""
+    table, means = _table()
+    with pytest.raises(ValueError, match=r"measured must hold one flag per row of the table \(9 rows\)"):
+        estimate_shifts(table, np.ones(3, dtype=bool), [{"ct": "A", "p": "P"}], mode="additive")
+    with pytest.raises(KeyError, match=r"The target \{'p': 'P'\} lacks the field\(s\) \['ct'\]"):
+        estimate_shifts(table, np.ones(len(table), dtype=bool), [{"p": "P"}], mode="additive")
+    with pytest.raises(ValueError, match=r"similarity_means must be \[rows, features\].*shape \(2, 3\)"):
+        estimate_shifts(
+            table,
+            np.ones(len(table), dtype=bool),
+            [{"ct": "A", "p": "P"}],
+            mode="nearest",
+            similarity_means=means[:2],
+        )
+
+
+@pytest.mark.parametrize("alpha", [0, -1, float("nan"), "1"])
+def test_vector_shifts_need_a_positive_alpha(alpha):
+    with pytest.raises(ValueError, match="alpha must be a number > 0"):
+        vector_shifts(np.ones((3, 2)), np.ones((3, 4)), np.ones((1, 2)), alpha=alpha)
+
+
+def test_vector_shifts_of_identical_vectors_and_other_widths():
+    """Identical vectors once raised LinAlgError (alpha=0); vectors of another width a numpy broadcast error."""
+    shifts = np.arange(12.0).reshape(3, 4)
+    got = vector_shifts(np.ones((3, 2)), shifts, np.ones((1, 2)))
+    np.testing.assert_allclose(got, shifts.mean(0, keepdims=True))  # nothing to tell them apart: the mean
+    with pytest.raises(ValueError, match="new_vectors have 5 columns and vectors 2"):
+        vector_shifts(np.ones((3, 2)), shifts, np.ones((1, 5)))

@@ -139,3 +139,65 @@ def test_words_of_no_training_prompt_are_left_out_of_the_prompt(monkeypatch):
     model.predict_perturbation({"cell_type": "A", "condition": "S1"}, source=controls, seed=0)
     ids, mask = seen[-1]
     assert "S1" in model.prompt_tokenizer.convert_ids_to_tokens(ids[0][mask[0].bool()].tolist())
+
+
+# ---------------------------------------------------------------- issue 30: names, tables and saves
+
+
+def test_vectors_match_perturbations_by_the_columns_type_and_say_what_has_none():
+    """Bug 3: names compared as exact text; nothing said when no vector matched; start_shift='auto' still additive."""
+    adata, _ = linear_effects()
+    vectors = adata.uns["gene_vectors"].rename(index=str.lower)  # another case: matches no perturbation
+    with pytest.warns(
+        ScflowlmWarning, match=r"9 of the 9 perturbations with cells have no vector.*another case"
+    ):
+        model = _model(scflowlm.CaLMFlowModel, adata, perturbation_embeddings=vectors)
+    assert model.start_shift == "none"  # the vectors cover no measured single: nothing to fit a head start on
+    spaced = adata.uns["gene_vectors"].rename(index=lambda n: f" {n} ")
+    model = _model(scflowlm.CaLMFlowModel, adata.copy(), perturbation_embeddings=spaced)
+    assert model.vocabulary == sorted([*SINGLES, NEW])
+    assert model.start_shift == "additive"
+
+
+@pytest.mark.parametrize(
+    ("vectors", "match"),
+    [
+        (pd.DataFrame(np.ones((2, 3)), index=["S0+S1", "S2"]), "a combination of"),
+        (pd.DataFrame(np.ones((0, 3))), "has 0 rows"),
+        (pd.DataFrame(np.full((2, 3), 1e39), index=["S0", "S1"]), "beyond float32's range"),
+        ({"S0": [1.0, 2.0], "S1": [1.0, 2.0, 3.0]}, r"different lengths \(\[2, 3\]"),
+        (
+            pd.DataFrame(np.ones((2, 3)), index=pd.MultiIndex.from_tuples([("S0", 1), ("S1", 1)])),
+            "MultiIndex .* one name per row",
+        ),
+    ],
+)
+def test_vector_tables_that_cannot_work_name_the_fix(vectors, match):
+    adata, _ = linear_effects()
+    with pytest.raises(ValueError, match=match):
+        _model(scflowlm.CaLMFlowModel, adata, perturbation_embeddings=vectors)
+
+
+def test_vectors_need_a_perturbation_key():
+    adata, _ = linear_effects()
+    with pytest.raises(ValueError, match="need a perturbation_key"):
+        scflowlm.CaLMFlowModel.setup_anndata(
+            adata, prompt_template="Generate a {condition} cell:", perturbation_embeddings="gene_vectors"
+        )
+
+
+def test_a_vector_table_in_uns_keeps_the_anndata_writable(tmp_path):
+    """Bug 4: integer column labels made write_h5ad raise, and a failed save left a folder with adata.h5ad only."""
+    adata, _ = linear_effects()
+    adata.uns["gene_vectors"] = scflowlm.data.gene_loading_embeddings(adata, genes=["0", "1"])
+    assert list(adata.uns["gene_vectors"].columns) == ["0", "1", "2", "3"]
+    adata.write_h5ad(tmp_path / "ok.h5ad")
+    adata.uns["theirs"] = pd.DataFrame(np.ones((2, 3)), index=["a", "b"])  # int column labels: not writable
+    model = _model(scflowlm.CaLMFlowModel, adata, perturbation_embeddings="theirs")
+    with pytest.raises(TypeError):
+        model.save(str(tmp_path / "model"), save_anndata=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ok.h5ad"]  # nothing half-written
+    model.save(str(tmp_path / "model"))
+    assert (tmp_path / "model" / "model.pt").exists()
+    with pytest.raises(ValueError, match="already exists; pass overwrite=True"):
+        model.save(str(tmp_path / "model"))

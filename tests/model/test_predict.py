@@ -242,8 +242,12 @@ def test_prompt_dropout_trains_on_context_free_prompts(adata):
     )  # full, head-start reading, context-free
     quiet_train(model, max_epochs=2)
     assert np.isfinite(model.history["train_loss"].to_numpy(dtype=float)).all()
-    with pytest.raises(ValueError, match=r"prompt_dropout must be in \[0, 1\)"):
+    with pytest.raises(ValueError, match=r"prompt_dropout must be a number in \[0, 1\)"):
         small_model(adata, prompt_dropout=1.0)
+    with pytest.raises(
+        ValueError, match=r"prior_dropout must be a number in \[0, 1\) \(e.g. 0.1\), got '0.1'"
+    ):
+        small_model(adata, prior_dropout="0.1")
 
 
 def test_non_finite_predictions_warn(trained, monkeypatch):

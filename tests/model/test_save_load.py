@@ -9,6 +9,7 @@ import textwrap
 import numpy as np
 import pytest
 import scvi
+import torch
 from helpers import HOLDOUT, TEMPLATE, quiet_train, setup, small_model, tiny_config
 
 import scflowlm
@@ -274,6 +275,15 @@ def _no_var_names(c):
     c["attr_dict"].pop("var_names_")
 
 
+def _short_condition_means(c):
+    c["model_state_dict"]["condition_means"] = c["model_state_dict"]["condition_means"][:-1]
+
+
+def _wide_in_prior(c):
+    prior = c["model_state_dict"]["in_prior"]
+    c["model_state_dict"]["in_prior"] = torch.cat([prior, prior[:, :1]], dim=1)
+
+
 def _newer_parameter(c):
     c["attr_dict"]["init_params_"]["non_kwargs"]["gene_embeddings_v9"] = 1
 
@@ -286,6 +296,11 @@ def _newer_parameter(c):
         (_reshape_weight, r"cannot be read: it is corrupt, incomplete"),
         (_no_gene_means, r"is incomplete: its attributes lack \['gene_means_'\]"),
         (_no_var_names, r"is incomplete: its attributes lack \['var_names_'\]"),
+        (
+            _short_condition_means,
+            r"is damaged: its data do not fit its \d+ conditions \(condition_means has shape",
+        ),
+        (_wide_in_prior, r"is damaged: .*in_prior has shape"),
         (_newer_parameter, r"saved by a newer scflowlm .*gene_embeddings_v9.*Upgrade scflowlm"),
     ],
 )

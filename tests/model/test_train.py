@@ -90,6 +90,10 @@ def _keep_global_seed():
         ({"ckpt_path": "nowhere.ckpt"}, r"ckpt_path 'nowhere.ckpt' is not a file"),
         ({"ema_decay": "0.99"}, r"ema_decay must be a number in \(0, 1\) .*got '0.99'"),
         ({"ema_decay": 1.0}, r"ema_decay must be a number in \(0, 1\)"),
+        (  # a regression of issue 30: Lightning's "invalid dataloader ... Found None"
+            {"train_size": 1.0, "early_stopping": True},
+            r"early_stopping=True needs a validation set, but train_size=1.0 .*leaves no validation cells",
+        ),
     ],
 )
 def test_bad_arguments_name_the_cause(kwargs, match):

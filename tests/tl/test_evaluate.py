@@ -170,3 +170,28 @@ def test_evaluate_uses_the_prediction_states_under_another_obsm_key(trained):
     bare_pred = ad.AnnData(pred.X, obs=pred.obs, var=pred.var)
     with pytest.raises(ValueError, match="condition_keys, perturbation_key and control_value are needed"):
         tl.evaluate(bare_real, bare_pred, metrics=["r2"], key_added=None)
+
+
+def test_evaluate_reads_the_combination_separator_of_the_prediction():
+    """Bug 7: the separator was read from the real data's record only: NaN interaction scores without a word."""
+    adata = scflowlm.data.synthetic_perturbation(
+        n_cells_per_condition=20,
+        n_genes=30,
+        n_pcs=6,
+        seed=0,
+        cell_types=("NK",),  # one context: only the singles A and B estimate the pair
+        perturbations=("control", "A", "B", "A;B"),
+    )
+    scflowlm.CaLMFlowModel.setup_anndata(
+        adata,
+        prompt_template="Generate a {cell_type} cell with {condition}:",
+        perturbation_key="condition",
+        control_value="control",
+        combination_sep=";",
+    )
+    pair = {"cell_type": "NK", "condition": "A;B"}
+    pred = tl.baseline_mean_shift(adata, conditions=[pair])
+    real = ad.AnnData(adata.X, obs=adata.obs[["cell_type", "condition"]].copy(), var=adata.var[[]].copy())
+    real.obsm["X_pca"] = adata.obsm["X_pca"]
+    scores = tl.evaluate(real, pred, metrics=["pearson_interaction"], space="pca", key_added=None)
+    assert np.isfinite(scores["pearson_interaction"]).all()

@@ -110,3 +110,23 @@ def test_gene_vectors_reach_a_perturbation_never_measured():
     r_without = np.corrcoef(_change(without, adata, "A"), truth)[0, 1]
     assert r_with > 0.95
     assert r_without < 0.8
+
+
+def test_gene_vectors_are_checked_and_read_from_uns_as_setup_takes_them():
+    """Bug 5: NaN vectors gave NaN cells silently; an uns key gave pandas' 'DataFrame constructor not called'."""
+    rng = np.random.default_rng(0)
+    names = ["P", "Q", "R"]
+    vectors = pd.DataFrame(rng.normal(size=(3, 2)), index=names)
+    response = {("A", "control"): np.zeros(G)} | {("A", s): rng.normal(size=G) for s in names}
+    adata = _data(response, n=10)
+    held = {"cell_type": "A", "condition": "R"}
+    adata.uns["gv"] = vectors
+    by_key = tl.baseline_linear(adata, conditions=held, perturbation_embeddings="gv", **KW)
+    by_table = tl.baseline_linear(adata, conditions=held, perturbation_embeddings=vectors, **KW)
+    np.testing.assert_array_equal(by_key.X, by_table.X)
+    bad = vectors.copy()
+    bad.iloc[0, 0] = np.nan
+    with pytest.raises(ValueError, match=r"finite numbers; the vectors of \['P'\]"):
+        tl.baseline_linear(adata, conditions=held, perturbation_embeddings=bad, **KW)
+    with pytest.raises(KeyError, match="'nowhere' is not a key of adata.uns"):
+        tl.baseline_linear(adata, conditions=held, perturbation_embeddings="nowhere", **KW)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numbers
 from typing import Any
 
-__all__ = ["check_int"]
+__all__ = ["check_fraction", "check_int"]
 
 
 def check_int(name: str, value: Any, *, minimum: int = 1, allow_none: bool = False) -> None:
@@ -16,3 +16,9 @@ def check_int(name: str, value: Any, *, minimum: int = 1, allow_none: bool = Fal
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
     if value >= 2**63:
         raise ValueError(f"{name} must be below 2**63 (a 64-bit integer), got {value!r}.")
+
+
+def check_fraction(name: str, value: Any) -> None:
+    """Raise a ValueError naming ``name`` unless ``value`` is a number in ``[0, 1)`` (a probability of dropping)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value < 1:
+        raise ValueError(f"{name} must be a number in [0, 1) (e.g. 0.1), got {value!r}.")

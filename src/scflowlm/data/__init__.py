@@ -12,12 +12,15 @@ from ._values import (
     COMBINATION_SEP,
     as_condition_list,
     coerce_value,
+    match_combination,
     match_mask,
     match_value,
+    repeated_singles,
     same_value,
     split_combination,
     value_mask,
 )
+from ._vectors import check_gene_vectors
 
 __all__ = [
     "SHIFT_MODES",
@@ -28,9 +31,12 @@ __all__ = [
     "COMBINATION_SEP",
     "ConditionTable",
     "as_condition_list",
+    "check_gene_vectors",
     "coerce_value",
+    "match_combination",
     "match_mask",
     "match_value",
+    "repeated_singles",
     "split_combination",
     "value_mask",
     "DONG2023_URL",

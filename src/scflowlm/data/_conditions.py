@@ -5,13 +5,25 @@ Values are compared with the one equality rule of :mod:`scflowlm.data._values`.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
-from ._values import COMBINATION_SEP, match_value, split_combination, value_mask
+from scflowlm._warnings import ScflowlmWarning
+
+from ._values import (
+    COMBINATION_SEP,
+    _is_text,
+    coerce_value,
+    match_combination,
+    match_value,
+    repeated_singles,
+    split_combination,
+    value_mask,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -135,7 +147,62 @@ class ConditionTable:
         """The single perturbations of a condition, sorted (``()`` for a control or without a perturbation key)."""
         if self.perturbation_key is None or self.is_control(condition):
             return ()
-        return split_combination(condition[self.perturbation_key], self.combination_sep)
+        return self.singles_of(condition[self.perturbation_key])
+
+    def singles_of(self, value: Any) -> tuple[str, ...]:
+        """The single perturbations a value of the perturbation field names, as the vocabulary spells them.
+
+        Text is split at :attr:`combination_sep` (:func:`~scflowlm.data.split_combination`: sorted, each once); a
+        number or boolean is one perturbation, named by its value in the column's type (``1`` -> ``"1.0"`` for a
+        float column, so a dose ``1e20`` or ``-1`` is never split at a separator).
+        """
+        cats = self.categories[self.perturbation_key]
+        if _is_text(cats):
+            return split_combination(value, self.combination_sep)
+        typed = coerce_value(cats, value)
+        return (str(typed if typed is not None else value),)
+
+    def align_vectors(self, vectors: pd.DataFrame) -> pd.DataFrame:
+        """Gene vectors renamed to the singles they belong to, compared by the perturbation column's type.
+
+        A name is read as a value of the perturbation column (``1`` and ``"1.0"`` name the dose ``1.0`` of a float
+        column; text is stripped) and renamed as :meth:`singles_of` spells it. A vector named as a combination
+        (``"A+B"``) or that cannot be a value of the column (text for a numeric column) is refused with a ValueError;
+        so are two vectors that name the same single.
+        """
+        if self.perturbation_key is None:
+            raise ValueError(
+                "perturbation_embeddings are vectors of single perturbations, so they need a perturbation_key: "
+                "pass setup_anndata(..., perturbation_key=<the obs column of the perturbations>)."
+            )
+        cats = self.categories[self.perturbation_key]
+        names = []
+        for name in vectors.index:
+            if not _is_text(cats) and coerce_value(cats, name) is None:
+                raise ValueError(
+                    f"perturbation_embeddings has a vector named {name!r}, which cannot be a value of the "
+                    f"{cats.dtype} column obs[{self.perturbation_key!r}]; name each vector by a value of that column."
+                )
+            singles = self.singles_of(name)
+            if len(singles) != 1:
+                raise ValueError(
+                    f"perturbation_embeddings has a vector named {name!r}, "
+                    + (
+                        f"a combination of {list(singles)}: vectors are of single perturbations (the model builds "
+                        "a combination from its singles); give one vector per single."
+                        if singles
+                        else "an empty name; give each vector the name of its single perturbation."
+                    )
+                )
+            names.append(singles[0])
+        index = pd.Index(names)
+        if not index.is_unique:
+            dup = sorted(set(index[index.duplicated()]))
+            raise ValueError(
+                f"perturbation_embeddings has several vectors for the same perturbation(s) {dup[:5]} (names compared "
+                f"as values of obs[{self.perturbation_key!r}]); keep one each."
+            )
+        return vectors.set_axis(index, axis=0)
 
     def context(self, condition: Mapping[str, Any]) -> tuple:
         """The context of a condition: its values of :attr:`context_fields`, typed as registered."""
@@ -230,9 +297,36 @@ class ConditionTable:
         return typed, codes
 
     def typed(self, field_name: str, value: Any) -> tuple[Any, int]:
-        """(the registered value equal to ``value``, its code), or ``(value, -1)`` for a value not registered."""
-        code = match_value(self.categories[field_name], value)
+        """(the registered value equal to ``value``, its code), or ``(value, -1)`` for a value not registered.
+
+        In the perturbation field a combination matches in any order and spacing (``"B + A"`` is the registered
+        ``"A+B"``), and a single named twice counts once (``"A+A"`` is ``"A"``, with a warning).
+        """
+        cats = self.categories[field_name]
+        if field_name != self.perturbation_key:
+            code = match_value(cats, value)
+            return (self.value(field_name, code) if code >= 0 else value), code
+        code = match_combination(cats, value, self.combination_sep)
+        if code < 0 or not _same_text(self.value(field_name, code), value):
+            twice = repeated_singles(value, self.combination_sep) if _is_text(cats) else []
+            if twice:
+                read = (
+                    self.value(field_name, code)
+                    if code >= 0
+                    else self.combination_sep.join(self.singles_of(value))
+                )
+                warnings.warn(
+                    f"{field_name}={value!r} names {twice} more than once; a perturbation counts once, so it is read "
+                    f"as {read!r}.",
+                    ScflowlmWarning,
+                    stacklevel=4,
+                )
         return (self.value(field_name, code) if code >= 0 else value), code
+
+
+def _same_text(a: Any, b: Any) -> bool:
+    """Whether two values are written the same (``"A+B"`` and ``"B+A"`` are not)."""
+    return str(a) == str(b)
 
 
 def _value_rank(values: np.ndarray) -> np.ndarray:

@@ -115,14 +115,27 @@ def _descriptions(genes, species: str, *, stacklevel: int) -> pd.Series:
         raise ValueError(f"species={species!r} is not supported; choose one of {sorted(_TABLES)}.")
     names = _names(genes)
     texts, aliases = _gene_table(species)
-    found, missing = {}, []
+    found, missing, renamed = {}, [], {}
     for name in names:
         key = name.strip().upper()
+        via = "another case" if key in texts else "an alias"
         key = key if key in texts else aliases.get(key, "").upper()
         if key in texts:
             found[name] = texts[key]
+            symbol = texts[key].split(":", 1)[0]
+            if symbol != name.strip():
+                renamed[name] = f"{symbol} ({via})"
         else:
             missing.append(name)
+    if renamed:
+        shown = ", ".join(f"{n!r} -> {s}" for n, s in list(renamed.items())[:_SHOW])
+        warnings.warn(
+            f"{len(renamed)} name(s) are not official symbols as written and were read as these genes: {shown}"
+            f"{' ...' if len(renamed) > _SHOW else ''}. Check that they name genes (a short label such as 'ctrl' "
+            "or 'NT' can resolve to an unrelated gene); leave out the ones that do not.",
+            ScflowlmWarning,
+            stacklevel=stacklevel + 1,
+        )
     _warn_left_out(
         missing,
         f"neither a symbol nor an alias in the NCBI table of {species} protein-coding genes of 2016; check the "
@@ -252,7 +265,8 @@ def gene_text_embeddings(
     dim = _WORDLLAMA["dim"]
     model = _text_model()
     values = model.embed(list(texts), norm=True) if len(texts) else np.zeros((0, dim))
-    return pd.DataFrame(np.asarray(values, dtype=np.float32), index=pd.Index(texts.index.astype(str)))
+    values = np.asarray(values, dtype=np.float32)
+    return pd.DataFrame(values, index=pd.Index(texts.index.astype(str)), columns=_labels(values.shape[1]))
 
 
 def gene_loading_embeddings(
@@ -319,4 +333,9 @@ def gene_loading_embeddings(
         stacklevel=2,
     )
     index = pd.Index([n for n, ok in zip(names, usable, strict=True) if ok])
-    return pd.DataFrame(values[usable].astype(np.float32), index=index)
+    return pd.DataFrame(values[usable].astype(np.float32), index=index, columns=_labels(values.shape[1]))
+
+
+def _labels(n: int) -> pd.Index:
+    """Column labels ``"0" .. "n-1"``: text, so a table kept in ``adata.uns`` can be written to h5ad."""
+    return pd.Index([str(i) for i in range(n)])

@@ -31,6 +31,7 @@ two modes.
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -101,9 +102,29 @@ def estimate_shifts(
     """
     if mode not in SHIFT_MODES:
         raise ValueError(f"mode must be one of {SHIFT_MODES}, got {mode!r}.")
+    measured = np.asarray(measured)
+    if measured.shape != (len(table),):
+        raise ValueError(
+            f"measured must hold one flag per row of the table ({len(table)} rows), got shape {measured.shape}."
+        )
     if mode == "nearest" and similarity_means is None:
         raise ValueError("mode='nearest' needs similarity_means, the mean profile of each row.")
-    return _Estimator(table, np.asarray(measured, dtype=bool), similarity_means).run(targets, mode)
+    if similarity_means is not None:
+        similarity_means = np.asarray(similarity_means)
+        if similarity_means.ndim != 2 or len(similarity_means) != len(table):
+            raise ValueError(
+                f"similarity_means must be [rows, features] with one row per row of the table ({len(table)}), got "
+                f"shape {similarity_means.shape}."
+            )
+    needed = [f for f in table.fields if f != table.perturbation_key]
+    for target in targets:
+        missing = [f for f in needed + [table.perturbation_key] if f is not None and f not in target]
+        if missing:
+            raise KeyError(
+                f"The target {dict(target)} lacks the field(s) {missing}; a target names a value of every field of "
+                f"the table ({table.fields})."
+            )
+    return _Estimator(table, measured.astype(bool), similarity_means).run(targets, mode)
 
 
 class _Estimator:
@@ -194,7 +215,20 @@ def vector_shifts(
     ``K`` the inner products of the centred vectors and ``lambda = alpha * mean(diag K)``, so ``alpha`` does not
     depend on the vectors' scale. With no measured single, zeros.
     """
-    new_vectors = np.atleast_2d(new_vectors)
+    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not np.isfinite(alpha) or alpha <= 0:
+        raise ValueError(
+            f"alpha must be a number > 0 (the ridge penalty relative to the vectors' mean squared norm), got {alpha!r}."
+        )
+    vectors, new_vectors = np.atleast_2d(vectors), np.atleast_2d(new_vectors)
+    if len(vectors) and vectors.shape[1] != new_vectors.shape[1]:
+        raise ValueError(
+            f"new_vectors have {new_vectors.shape[1]} columns and vectors {vectors.shape[1]}: both must be vectors of "
+            "the same kind (the same width)."
+        )
+    if len(vectors) != len(shifts):
+        raise ValueError(
+            f"vectors ({len(vectors)} rows) and shifts ({len(shifts)} rows) must have one row per single."
+        )
     if len(vectors) == 0:
         return np.zeros((len(new_vectors), shifts.shape[1] if shifts.ndim == 2 else 0))
     centre, mean = vectors.mean(0), shifts.mean(0)

@@ -24,8 +24,10 @@ __all__ = [
     "COMBINATION_SEP",
     "as_condition_list",
     "coerce_value",
+    "match_combination",
     "match_mask",
     "match_value",
+    "repeated_singles",
     "same_value",
     "split_combination",
     "value_mask",
@@ -130,20 +132,66 @@ def same_value(a: Any, b: Any) -> bool:
     return bool(value_mask(np.asarray([a]), b)[0])
 
 
-def match_mask(column: pd.Series, value: Any) -> np.ndarray:
-    """``[n]`` which entries of an obs column equal ``value`` (the column's type decides; see :func:`value_mask`)."""
+def _is_text(values: np.ndarray | Sequence[Any]) -> bool:
+    """Whether a column's values are compared as text (not numbers or booleans): only text is split at a separator."""
+    return np.asarray(values).dtype.kind not in "biuf"
+
+
+def match_combination(categories: np.ndarray | Sequence[Any], value: Any, sep: str | None) -> int:
+    """Position of ``value`` among ``categories``, a combination matching in any order and spacing, or ``-1``.
+
+    ``"B+A"`` and ``"A + B"`` find the category ``"A+B"`` (first the exact value by :func:`value_mask`, then the
+    category made of the same singles, :func:`split_combination`). Numeric and boolean columns are never split.
+    """
+    code = match_value(categories, value)
+    if code >= 0 or not sep or not _is_text(categories) or not isinstance(value, str):
+        return code
+    parts = split_combination(value, sep)
+    if not parts:
+        return -1
+    for i, c in enumerate(np.asarray(categories)):
+        if split_combination(c, sep) == parts:
+            return i
+    return -1
+
+
+def match_mask(column: pd.Series, value: Any, *, combination_sep: str | None = None) -> np.ndarray:
+    """``[n]`` which entries of an obs column equal ``value`` (the column's type decides; see :func:`value_mask`).
+
+    With ``combination_sep`` (the perturbation column), a combination matches in any order and spacing
+    (``"B+A"`` finds the cells of ``"A+B"``; :func:`match_combination`).
+    """
     if isinstance(column.dtype, pd.CategoricalDtype):
-        hit = value_mask(np.asarray(column.cat.categories), value)  # [K]
+        cats = np.asarray(column.cat.categories)
+        hit = value_mask(cats, value)  # [K]
+        if combination_sep and not hit.any():
+            code = match_combination(cats, value, combination_sep)
+            hit = np.arange(len(cats)) == code
         codes = column.cat.codes.to_numpy()
         return np.concatenate([hit, [False]])[codes]  # code -1 (missing) -> last entry
     values = pd.unique(column)
-    return column.isin(values[value_mask(values, value)]).to_numpy()
+    hit = value_mask(values, value)
+    if combination_sep and not hit.any():
+        hit = np.arange(len(values)) == match_combination(values, value, combination_sep)
+    return column.isin(values[hit]).to_numpy()
 
 
 def split_combination(value: Any, sep: str = COMBINATION_SEP) -> tuple[str, ...]:
-    """The single perturbations of a combination label, stripped and sorted (``"B + A"`` -> ``("A", "B")``)."""
+    """The distinct single perturbations of a combination label, stripped and sorted (``"B + A"`` -> ``("A", "B")``).
+
+    A single named twice counts once (``"A+A"`` -> ``("A",)``; :func:`repeated_singles` tells). Only text is split:
+    the models and :mod:`scflowlm.tl` never call this on a numeric or boolean column (a dose ``-1`` or ``1e+20``
+    is one perturbation).
+    """
     parts = [p.strip() for p in str(value).split(sep)] if sep else [str(value).strip()]
-    return tuple(sorted(p for p in parts if p))
+    return tuple(sorted({p for p in parts if p}))
+
+
+def repeated_singles(value: Any, sep: str = COMBINATION_SEP) -> list[str]:
+    """The singles a combination label names more than once (``"A+A+B"`` -> ``["A"]``), sorted."""
+    parts = [p.strip() for p in str(value).split(sep)] if sep else [str(value).strip()]
+    parts = [p for p in parts if p]
+    return sorted({p for p in parts if parts.count(p) > 1})
 
 
 def as_condition_list(condition: Any, *, name: str = "condition") -> list[dict[str, Any]]:

@@ -11,7 +11,7 @@ import torch
 from scvi.model.base import BaseModelClass
 
 from scflowlm._constants import REGISTRY_KEYS
-from scflowlm._utils import group_means
+from scflowlm._utils import check_fraction, group_means
 from scflowlm.data import ConditionTable, PromptBuilder
 from scflowlm.module import FlowData
 
@@ -56,6 +56,7 @@ class FlowModelBase(
         super().__init__(adata, registry)
         self.init_params_ = init_params
         params = init_params["non_kwargs"]
+        check_fraction("prior_dropout", params["prior_dropout"])
         loading = params["condition_codes"] is not None
         self._init_data(adata, params["condition_codes"])
         source = self._init_source(

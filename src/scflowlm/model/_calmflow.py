@@ -12,7 +12,7 @@ import torch
 from transformers import GPTNeoXConfig
 
 from scflowlm._docs import doc_params
-from scflowlm._utils import check_int
+from scflowlm._utils import check_fraction, check_int
 from scflowlm._warnings import ScflowlmWarning
 from scflowlm.module import CaLMFlowModule
 from scflowlm.nn import build_backbone, is_word_level, select_attn_implementation, tokenizer_state
@@ -156,8 +156,7 @@ class CaLMFlowModel(FlowModelBase):
             check_int(name, value, minimum=low)
         if not isinstance(kl_weight, numbers.Real) or not math.isfinite(kl_weight) or kl_weight < 0:
             raise ValueError(f"kl_weight must be a finite number >= 0, got {kl_weight!r}.")
-        if not isinstance(prompt_dropout, numbers.Real) or not 0 <= prompt_dropout < 1:
-            raise ValueError(f"prompt_dropout must be in [0, 1), got {prompt_dropout!r}.")
+        check_fraction("prompt_dropout", prompt_dropout)
         super().__init__(adata, registry, self._get_init_params(locals()))
 
     # ------------------------------------------------------------------ the hooks of FlowModelBase
@@ -257,19 +256,29 @@ class CaLMFlowModel(FlowModelBase):
             out.append(" ".join(self.prompt_builder.render(cond).split()))
         return out
 
-    def _known_words(self, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Prompts ``[C, L]`` without the words of no training condition's prompt (re-padded on the left).
+    def _known_words(
+        self, ids: torch.Tensor, mask: torch.Tensor, prompts: list[str]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Prompts ``[C, L]`` (tokenized ``prompts``) without the words of no training condition's prompt (re-padded on the left).
 
         The word embeddings of a random-init backbone are learned: a word that no prompt of a condition with
         training cells holds (a perturbation never measured, a word outside the vocabulary) has a random embedding,
         noise to the model. It is left out, with a warning; the condition encoder still reads the perturbation
         (its gene vector, when it has one).
         """
-        known = self.module.known_tokens()[ids] & mask.bool()  # [C, L]
+        trained = self.module.known_tokens()
+        known = trained[ids] & mask.bool()  # [C, L]
         dropped = (mask.bool() & ~known).any(1)
         if bool(dropped.any()):
+            # the user's own words (a word outside the vocabulary reads as [UNK] once tokenized)
+            split = self.prompt_tokenizer.backend_tokenizer.pre_tokenizer.pre_tokenize_str
             words = sorted(
-                set(self.prompt_tokenizer.convert_ids_to_tokens(ids[mask.bool() & ~known].tolist()))
+                {
+                    word
+                    for prompt in prompts
+                    for word, _ in split(prompt)
+                    if not trained[self.prompt_tokenizer.convert_tokens_to_ids(word)]
+                }
             )
             warnings.warn(
                 f"The prompt word(s) {words} are in no prompt of a training condition: their embeddings were never "
@@ -313,7 +322,7 @@ class CaLMFlowModel(FlowModelBase):
         prompts = self._reading_prompts(conditions, in_prior.numpy(), [r.prompt for r in requests])
         ids, mask = self._tokenize(prompts)  # [C, L]
         if is_word_level(self.prompt_tokenizer):
-            ids, mask = self._known_words(ids, mask)
+            ids, mask = self._known_words(ids, mask, prompts)
         else:
             unk = self.prompt_tokenizer.unk_token_id
             for r, row in zip(requests, ids, strict=True):

@@ -100,7 +100,9 @@ class GenerationMixin:
             CFM: 1,024). Larger batches share the fixed cost of each step over more cells.
         return_path
             Also store every state of each generated path in ``obsm["X_path"]`` (cells x states x coordinates:
-            the first is the start, the last the prediction).
+            the first is where the flow starts, the last the prediction). With a head start (``start_shift``) the
+            flow starts at the source cell plus the condition's head start, so ``obsm["X_path"][:, 0]`` is
+            ``obsm["X_source"]`` (the source cells themselves) plus the head start.
         **generate_kwargs
             Model-specific generation options (CaLMFlow: ``use_cache``; CFM: ``method``, ``rtol``, ``atol``,
             ``n_steps``, ``n_path_points``).
@@ -110,7 +112,7 @@ class GenerationMixin:
         A new AnnData: ``X`` generated expression in the genes of the training data (via ``varm["PCs"]``),
         ``obs`` the condition fields (typed as in training), ``"prompt"`` and ``"seen_in_training"`` (with a
         source, the source's obs with the condition's fields overwritten), ``obsm[obsm_key]`` the generated
-        states, ``obsm["X_source"]`` the start states of a control source, ``obsm["X_path"]`` with
+        states, ``obsm["X_source"]`` the source cells' states (of a control source; without the head start), ``obsm["X_path"]`` with
         ``return_path``, and ``uns["scflowlm"]`` what made the prediction (model, keys, settings), which
         :func:`scflowlm.tl.evaluate` reads.
         """

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import pickle
+import shutil
+import tempfile
 import warnings
 import zipfile
 from typing import TYPE_CHECKING
@@ -112,6 +114,14 @@ class SaveLoadMixin:
                 "was saved after training diverged, or the file is damaged. Train again (a lower lr) or load an "
                 "earlier save."
             )
+        wrong = self.module.data_shape_errors(
+            n_conditions=len(self.condition_table), n_singles=len(self.vocabulary)
+        )
+        if wrong:
+            raise ValueError(
+                f"The saved model in {path!r} is damaged: its data do not fit its {len(self.condition_table)} "
+                f"conditions ({'; '.join(wrong[:3])}). Load an earlier save or train again."
+            )
         parts = {"loadings_": self.loadings_, "gene_means_": self.gene_means_, "var_names_": self.var_names_}
         if self.loadings_ is not None and any(v is None for v in parts.values()):
             missing = [k for k, v in parts.items() if v is None]
@@ -158,7 +168,26 @@ class SaveLoadMixin:
     ) -> None:
         """Save the model (weights, registry, init parameters and every ``*_`` attribute) to ``dir_path``.
 
-        Raises :class:`ValueError` if ``dir_path`` exists and ``overwrite`` is False. See
+        Raises :class:`ValueError` if ``dir_path`` exists and ``overwrite`` is False. The files are written into a
+        temporary folder beside ``dir_path`` and moved into place once all are written, so a save that fails (an
+        AnnData that cannot be written with ``save_anndata=True``, a full disk) leaves nothing half-written. See
         :meth:`scvi.model.base.BaseModelClass.save`.
         """
-        super().save(dir_path, prefix=prefix, overwrite=overwrite, save_anndata=save_anndata, **kwargs)
+        path = os.path.abspath(os.fspath(dir_path))
+        if os.path.exists(path) and not overwrite:
+            raise ValueError(
+                f"{os.fspath(dir_path)!r} already exists; pass overwrite=True to replace the saved model there, or "
+                "another folder."
+            )
+        parent = os.path.dirname(path)
+        os.makedirs(parent, exist_ok=True)
+        staging = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.saving-", dir=parent)
+        try:
+            super().save(staging, prefix=prefix, overwrite=True, save_anndata=save_anndata, **kwargs)
+            if not os.path.exists(path):
+                os.replace(staging, path)  # one rename: the folder appears whole
+            else:  # overwrite: the saved files replace those of the same name, other files stay
+                for name in os.listdir(staging):
+                    os.replace(os.path.join(staging, name), os.path.join(path, name))
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)

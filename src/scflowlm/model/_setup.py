@@ -14,7 +14,15 @@ from scvi.data.fields import CategoricalJointObsField, ObsmField
 from scflowlm._constants import PROMPT_COL, REGISTRY_KEYS, SEEN_COL, UNS_KEY
 from scflowlm._utils import PredictionRecord, quiet_loggers
 from scflowlm._warnings import ScflowlmWarning
-from scflowlm.data import PromptBuilder, coerce_value, match_value, same_value
+from scflowlm.data import (
+    ConditionTable,
+    PromptBuilder,
+    check_gene_vectors,
+    coerce_value,
+    match_value,
+    repeated_singles,
+    same_value,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -118,6 +126,23 @@ def _check_distinct_prompts(adata: ad.AnnData, builder: PromptBuilder) -> None:
             return
 
 
+def _check_repeated_singles(adata: ad.AnnData, perturbation_key: str | None, sep: str) -> None:
+    """Warn about perturbation values that name a single twice (``"A+A"``): a perturbation counts once."""
+    if perturbation_key is None or perturbation_key not in adata.obs or not sep:
+        return
+    values = pd.unique(adata.obs[perturbation_key])
+    if np.asarray(values).dtype.kind in "biuf":
+        return
+    twice = {str(v): repeated_singles(v, sep) for v in values if repeated_singles(v, sep)}
+    if twice:
+        warnings.warn(
+            f"obs[{perturbation_key!r}] has value(s) that name a perturbation more than once: {twice}. A perturbation "
+            "counts once: 'A+A' is read as the single 'A' (its head start and encoding are A's).",
+            ScflowlmWarning,
+            stacklevel=4,
+        )
+
+
 def _check_controls(adata: ad.AnnData, perturbation_key: str | None, control_value: Any) -> None:
     if perturbation_key is None or control_value is None:
         return
@@ -162,13 +187,18 @@ def register(
     _check_states(adata, obsm_key, layer)
     if not isinstance(combination_sep, str):
         raise TypeError(f"combination_sep must be a string such as '+', got {combination_sep!r}.")
-    # the registry keeps the vectors themselves (not a uns key): a load needs no AnnData to rebuild the model
-    setup_method_args["setup_args"]["perturbation_embeddings"] = check_embeddings(
-        adata, perturbation_embeddings
-    )
     builder = PromptBuilder(prompt_template, control_template, perturbation_key, control_value)
     context_keys = list(context_keys) if context_keys is not None else builder.context_fields
     _check_fields(adata, builder, context_keys)
+    _check_repeated_singles(adata, perturbation_key, combination_sep)
+    # the registry keeps the vectors themselves (not a uns key): a load needs no AnnData to rebuild the model
+    setup_method_args["setup_args"]["perturbation_embeddings"] = check_embeddings(
+        adata,
+        perturbation_embeddings,
+        perturbation_key=perturbation_key,
+        control_value=control_value,
+        combination_sep=combination_sep,
+    )
     _check_distinct_prompts(adata, builder)
     _check_controls(adata, perturbation_key, control_value)
     fields = [ObsmField(REGISTRY_KEYS.X_KEY, obsm_key)]
@@ -196,38 +226,45 @@ def register(
     ).to_uns()
 
 
-def check_embeddings(adata: ad.AnnData, embeddings: pd.DataFrame | str | None) -> pd.DataFrame | None:
-    """The gene vectors of ``setup_anndata(perturbation_embeddings=...)`` as a float32 DataFrame, checked."""
+def check_embeddings(
+    adata: ad.AnnData,
+    embeddings: pd.DataFrame | str | None,
+    *,
+    perturbation_key: str | None,
+    control_value: Any,
+    combination_sep: str,
+) -> pd.DataFrame | None:
+    """The gene vectors of ``setup_anndata(perturbation_embeddings=...)``, checked and named as the column's singles.
+
+    :func:`scflowlm.data.check_gene_vectors` checks the table; the names are read by the perturbation column's type
+    (:meth:`scflowlm.data.ConditionTable.align_vectors`); one warning names the perturbations with cells but no vector.
+    """
     if embeddings is None:
         return None
-    if isinstance(embeddings, str):
-        if embeddings not in adata.uns:
-            raise KeyError(
-                f"perturbation_embeddings={embeddings!r} is not a key of adata.uns (keys: {list(adata.uns)[:10]}); pass "
-                "a DataFrame (perturbation name -> vector) or the uns key of one."
-            )
-        embeddings = adata.uns[embeddings]
-    if isinstance(embeddings, dict):
-        embeddings = pd.DataFrame.from_dict(embeddings, orient="index")
-    if not isinstance(embeddings, pd.DataFrame):
-        raise TypeError(
-            "perturbation_embeddings must be a DataFrame with one row per perturbation (index: its name), a dict of "
-            f"name -> vector, or the adata.uns key of one; got {type(embeddings).__name__}."
+    vectors = check_gene_vectors(embeddings, uns=adata.uns)
+    table, _ = ConditionTable.from_obs(
+        adata.obs,
+        [perturbation_key] if perturbation_key is not None else [],
+        perturbation_key=perturbation_key,
+        control_value=control_value,
+        combination_sep=combination_sep,
+    )
+    vectors = table.align_vectors(vectors)
+    missing = [s for s in table.singles() if s not in vectors.index]
+    if missing:
+        folded = {str(n).lower(): n for n in vectors.index}
+        near = {s: folded[s.lower()] for s in missing if s.lower() in folded}
+        hint = (
+            f" Vectors named like them in another case: {near}; rename them as obs has them." if near else ""
         )
-    index = embeddings.index.astype(str)
-    if not index.is_unique:
-        raise ValueError(
-            f"perturbation_embeddings has duplicate names: {list(index[index.duplicated()][:5])}."
+        warnings.warn(
+            f"{len(missing)} of the {len(table.singles())} perturbations with cells have no vector in "
+            f"perturbation_embeddings: {missing[:10]}{' ...' if len(missing) > 10 else ''}. The condition encoder "
+            f"learns them from their cells alone.{hint}",
+            ScflowlmWarning,
+            stacklevel=4,
         )
-    try:
-        values = embeddings.to_numpy(dtype=np.float32)
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"perturbation_embeddings must hold numbers only ({err}).") from err
-    if values.ndim != 2 or values.shape[1] == 0 or not np.isfinite(values).all():
-        raise ValueError(
-            "perturbation_embeddings must be a 2-D table of finite numbers with at least one column."
-        )
-    return pd.DataFrame(values, index=pd.Index(index, name=None))
+    return vectors
 
 
 def registered_categories(registry: dict, key: str) -> dict[str, np.ndarray]:

@@ -39,7 +39,9 @@ class HeadStartMixin:
     def _resolve_start_shift(self, start_shift: str, source: str) -> str:
         """Resolve ``"auto"``: ``"additive"`` for control-source data with combinations or gene vectors, else ``"none"``.
 
-        Gene vectors are ``perturbation_embeddings``. A noise source has no control cells, so its head start is always ``"none"``.
+        Gene vectors (``perturbation_embeddings``) count when they cover at least one registered single: the head
+        start of a single never measured is fitted on the measured singles' vectors. A noise source has no control
+        cells, so its head start is always ``"none"``.
         """
         if start_shift not in START_SHIFTS:
             raise ValueError(f"start_shift must be one of {START_SHIFTS}, got {start_shift!r}.")
@@ -48,7 +50,9 @@ class HeadStartMixin:
         if start_shift == "auto":
             table = self.condition_table
             combos = any(len(table.perturbations(table.condition(i))) > 1 for i in range(len(table)))
-            return "additive" if combos or self.perturbation_embeddings is not None else "none"
+            vectors = self.perturbation_embeddings  # they estimate a single from the measured ones they cover
+            covered = vectors is not None and bool(set(table.singles()) & set(vectors.index))
+            return "additive" if combos or covered else "none"
         return start_shift
 
     @property

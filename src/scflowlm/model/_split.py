@@ -52,9 +52,16 @@ def check_train_args(
 
 
 def holdout_mask(
-    obs: pd.DataFrame, holdout: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None
+    obs: pd.DataFrame,
+    holdout: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None,
+    *,
+    perturbation_key: str | None = None,
+    combination_sep: str | None = None,
 ) -> np.ndarray:
-    """Cells matching any of the ``holdout`` conditions (obs column -> value; values compared by type)."""
+    """Cells matching any of the ``holdout`` conditions (obs column -> value; values compared by type).
+
+    In ``perturbation_key`` a combination matches in any order and spacing (``combination_sep``).
+    """
     mask = np.zeros(len(obs), dtype=bool)
     if holdout is None:
         return mask
@@ -69,11 +76,20 @@ def holdout_mask(
         unknown = sorted(set(cond) - set(obs.columns), key=str)
         if unknown:
             raise KeyError(f"holdout condition {dict(cond)} names unknown obs column(s) {unknown}.")
-        hit = np.ones(len(obs), dtype=bool)
+        hit, absent = np.ones(len(obs), dtype=bool), []
         for k, v in cond.items():
-            hit &= match_mask(obs[k], v)
+            one = match_mask(obs[k], v, combination_sep=combination_sep if k == perturbation_key else None)
+            if not one.any():
+                values = sorted(map(str, pd.unique(obs[k])))
+                absent.append(
+                    f"obs[{k!r}] has no value {v!r} (its values: {values[:8]}{' ...' if len(values) > 8 else ''})"
+                )
+            hit &= one
         if not hit.any():
-            raise ValueError(f"holdout condition {dict(cond)} matches no cell.")
+            why = "; ".join(absent) if absent else "each value is in obs, but no cell has them all"
+            raise ValueError(
+                f"holdout condition {dict(cond)} matches no cell: {why}. Write the values as obs has them."
+            )
         mask |= hit
     if mask.all():
         raise ValueError(f"holdout {holdout} covers all {len(obs)} cells; nothing is left to train on.")

@@ -112,6 +112,12 @@ class TrainingMixin:
         args = {"max_epochs": max_epochs, "batch_size": batch_size, "lr": lr, "ema_decay": ema_decay}
         check_train_args(**args, train_size=train_size, validation_size=validation_size, ckpt_path=ckpt_path)
         splitter = self._splitter(holdout, train_size, validation_size, batch_size, trainer_kwargs)
+        if trainer_kwargs.get("early_stopping") and not splitter.n_val_flows:
+            raise ValueError(
+                f"early_stopping=True needs a validation set, but train_size={train_size!r} with "
+                f"validation_size={validation_size!r} leaves no validation cells; pass train_size < 1 (e.g. 0.9) or "
+                "validation_size > 0, or train without early_stopping."
+            )
         record = self._data_record(splitter.training_cells)
         if ckpt_path is not None:
             check_checkpoint(ckpt_path, self.module, record)
@@ -138,7 +144,12 @@ class TrainingMixin:
         """The model's data splitter for ``train`` (pops ``datasplitter_kwargs`` from ``trainer_kwargs``)."""
         return self._data_splitter_cls(
             self.adata_manager,
-            held_out=holdout_mask(self.adata.obs, holdout),
+            held_out=holdout_mask(
+                self.adata.obs,
+                holdout,
+                perturbation_key=self.condition_table.perturbation_key,
+                combination_sep=self.condition_table.combination_sep,
+            ),
             not_flows=self._cell_is_control()
             & (self.module.source == "control" and not self.control_targets),
             not_flows_reason=_CONTROLS_ARE_SOURCES,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from typing import TYPE_CHECKING
 
 import torch
@@ -85,8 +86,12 @@ class FlowModuleBase(_DataBuffers, BaseModuleClass):
         super().__init__()
         if source not in SOURCES:
             raise ValueError(f"source must be 'noise' or 'control', got {source!r}.")
-        if not 0 <= prior_dropout < 1:
-            raise ValueError(f"prior_dropout must be in [0, 1), got {prior_dropout!r}.")
+        if (
+            isinstance(prior_dropout, bool)
+            or not isinstance(prior_dropout, numbers.Real)
+            or not 0 <= prior_dropout < 1
+        ):
+            raise ValueError(f"prior_dropout must be a number in [0, 1) (e.g. 0.1), got {prior_dropout!r}.")
         self.source = source
         self.n_features = n_features
         self.prior_dropout = prior_dropout
@@ -108,6 +113,41 @@ class FlowModuleBase(_DataBuffers, BaseModuleClass):
         self.contexts = CodeIndex(data.context_codes, data.n_context_categories).to(device)
         for name, value in self._plain_tensors(data).items():
             setattr(self, name, value.to(device))
+
+    def data_shape_errors(self, *, n_conditions: int, n_singles: int) -> list[str]:
+        """What in the module's data does not fit ``n_conditions`` conditions and ``n_singles`` singles (a damaged save).
+
+        One line per buffer whose shape is wrong; empty when all fit.
+        """
+        C, D, V = n_conditions, self.n_features, n_singles
+        members = tuple(self.members.shape)
+        expected = {
+            "condition_is_control": (C,),
+            "condition_means": (C, D),
+            "condition_shift": (C, D),
+            "members": (C, members[1] if len(members) == 2 else -1),
+            "in_prior": members,
+            "known_singles": (V,),
+            "x_mean": (D,),
+            "x_scale": (),
+            "control_x": (len(self.control_x), D),
+            "control_context": (len(self.control_x),),
+        }
+        if getattr(self, "single_vectors", None) is not None:
+            expected["single_vectors"] = (V, self.single_vectors.shape[-1])
+        if getattr(self, "covariates", None) is not None:
+            expected["covariates"] = (C, self.covariates.shape[-1])
+        if getattr(self, "prompt_ids", None) is not None:
+            expected["prompt_mask"] = tuple(self.prompt_ids.shape)
+        out = [
+            f"{name} has shape {tuple(getattr(self, name).shape)}, expected {shape}"
+            for name, shape in expected.items()
+            if tuple(getattr(self, name).shape) != shape
+        ]
+        prompts = getattr(self, "prompt_ids", None)
+        if prompts is not None and (prompts.ndim != 2 or C == 0 or len(prompts) % C):
+            out.append(f"prompt_ids has {len(prompts)} rows, not a multiple of the {C} conditions")
+        return out
 
     def _get_inference_input(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Cell states and their condition and context indices."""

@@ -9,7 +9,7 @@ from anndata import AnnData
 
 from .._constants import SOURCE_OBSM
 from .._docs import doc_params
-from .._utils import dense, obs_mask, pca_coords, random_state, subsample_idx
+from .._utils import PredictionRecord, dense, obs_mask, pca_coords, random_state, subsample_idx
 from ..metrics import joint_embedding
 from ._utils import _finish, _new_ax
 
@@ -35,7 +35,13 @@ def _filter(
     if unknown:
         msg = f"condition key(s) {unknown} are not obs columns; columns: {list(adata.obs.columns)[:10]}"
         raise KeyError(msg)
-    return obs_mask(adata.obs, {k: v for k, v in condition.items() if k in adata.obs.columns})
+    record = PredictionRecord.read(adata, other)  # "B+A" finds the cells of "A+B"
+    combos = (
+        {"perturbation_key": record.perturbation_key, "combination_sep": record.combination_sep}
+        if record
+        else {}
+    )
+    return obs_mask(adata.obs, {k: v for k, v in condition.items() if k in adata.obs.columns}, **combos)
 
 
 @doc_params()

@@ -12,7 +12,6 @@ import pandas as pd
 from .._constants import EVALUATE_KEY, UNS_KEY
 from .._docs import doc_params
 from .._utils import (
-    PredictionRecord,
     dense,
     group_means,
     obs_mask,
@@ -20,7 +19,7 @@ from .._utils import (
     random_state,
     subsample_idx,
 )
-from ..data import COMBINATION_SEP, ConditionTable, estimate_shifts, same_value
+from ..data import ConditionTable, estimate_shifts, same_value
 from ..metrics import (
     adaptive_mmd,
     edistance,
@@ -33,7 +32,7 @@ from ..metrics import (
     wasserstein,
 )
 from ._de import top_de_genes
-from ._utils import _check_keys, _conditions_in, _resolve_keys
+from ._utils import _check_keys, _combination_sep, _conditions_in, _resolve_keys
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -107,13 +106,14 @@ def _correlations(
     return row
 
 
-def _additive_means(adata_real, conditions, keys, perturbation_key, control_value) -> list[np.ndarray | None]:
+def _additive_means(
+    adata_real, conditions, keys, perturbation_key, control_value, sep
+) -> list[np.ndarray | None]:
     """:func:`~scflowlm.tl.baseline_additive`'s mean expression ``[G]`` of each condition (``None``: no estimate).
 
     The context's control mean plus the estimate of :func:`scflowlm.data.estimate_shifts` (``"pooled"``), from the
     real cells of other conditions (a condition's own cells are never used).
     """
-    sep = getattr(PredictionRecord.read(adata_real), "combination_sep", COMBINATION_SEP)
     table, rows = ConditionTable.from_obs(
         adata_real.obs,
         keys,
@@ -285,10 +285,13 @@ def evaluate(
         msg = "adata_real and adata_pred must have the same var_names (same order)"
         raise ValueError(msg)
     context_keys = [k for k in keys if k != perturbation_key]
-    if (
-        conditions is None
-    ):  # every predicted condition with real cells (values compared by the columns' types)
-        conditions = [c for c in _conditions_in(adata_pred.obs, keys) if obs_mask(adata_real.obs, c).any()]
+    sep = _combination_sep(adata_real, adata_pred)
+    mask_of = {"perturbation_key": perturbation_key, "combination_sep": sep}  # "B+A" finds "A+B"
+    if conditions is None:
+        # every predicted condition with real cells (values compared by the columns' types)
+        conditions = [
+            c for c in _conditions_in(adata_pred.obs, keys) if obs_mask(adata_real.obs, c, **mask_of).any()
+        ]
         if not include_controls:
             conditions = [c for c in conditions if not same_value(c[perturbation_key], control_value)]
     conditions = [{k: str(c[k]) for k in keys} for c in conditions]
@@ -309,10 +312,10 @@ def evaluate(
 
     additive = [None] * len(conditions)
     if any("interaction" in m for m in wanted):
-        additive = _additive_means(adata_real, conditions, keys, perturbation_key, control_value)
+        additive = _additive_means(adata_real, conditions, keys, perturbation_key, control_value, sep)
     rows = []
     for i, cond in enumerate(conditions):
-        m_real, m_pred = obs_mask(adata_real.obs, cond), obs_mask(adata_pred.obs, cond)
+        m_real, m_pred = obs_mask(adata_real.obs, cond, **mask_of), obs_mask(adata_pred.obs, cond, **mask_of)
         row: dict[str, Any] = dict(cond) | {"n_real": int(m_real.sum()), "n_pred": int(m_pred.sum())}
         if row["n_real"] and row["n_pred"]:
             ctrl = obs_mask(

@@ -9,7 +9,7 @@ import pandas as pd
 
 from .._docs import doc_params
 from .._utils import PredictionRecord, dense, group_means, obs_mask, predicted_anndata
-from ..data import COMBINATION_SEP, ConditionTable, as_condition_list
+from ..data import COMBINATION_SEP, ConditionTable, as_condition_list, check_gene_vectors
 from ._utils import _check_keys, _resolve_keys
 
 if TYPE_CHECKING:
@@ -40,7 +40,7 @@ def baseline_linear(
     control_value: Any = None,
     n_components: int = 10,
     ridge: float = 0.1,
-    perturbation_embeddings: pd.DataFrame | None = None,
+    perturbation_embeddings: pd.DataFrame | str | None = None,
     obsm_keys: Sequence[str] = ("X_pca",),
     combo_sep: str | None = None,
 ) -> AnnData:
@@ -78,8 +78,9 @@ def baseline_linear(
         Ridge penalty on both sides (the paper: 0.1).
     perturbation_embeddings
         Gene vectors of the single perturbations (perturbation name -> vector, one row each; e.g.
-        :func:`scflowlm.data.gene_text_embeddings`), used instead of the one-hot; a single without a vector
-        contributes only ``b``.
+        :func:`scflowlm.data.gene_text_embeddings`), or the ``adata.uns`` key of such a table (as
+        ``setup_anndata`` takes), used instead of the one-hot; a single without a vector contributes only ``b``.
+        Checked as ``setup_anndata`` checks them (:func:`scflowlm.data.check_gene_vectors`).
     obsm_keys
         obsm entries shifted along with ``X``: the change of ``X`` mapped through ``adata.varm["PCs"]``, which
         holds for a PCA of ``X`` (entries without matching loadings are left out).
@@ -140,9 +141,12 @@ def baseline_linear(
     z_scale = float(np.sqrt((z_all**2).sum(1).mean())) or 1.0
 
     vectors = None
-    if perturbation_embeddings is not None:
-        vectors = pd.DataFrame(perturbation_embeddings).astype(np.float64)
-        vectors.index = vectors.index.astype(str)
+    if (
+        perturbation_embeddings is not None
+    ):  # checked and named as the column's singles, as setup_anndata does
+        vectors = table.align_vectors(check_gene_vectors(perturbation_embeddings, uns=adata.uns)).astype(
+            np.float64
+        )
 
     def identity(single: str) -> np.ndarray:
         """The perturbation's part of the embedding: its one-hot, or its gene vector (zeros without one)."""

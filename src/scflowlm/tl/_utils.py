@@ -8,6 +8,7 @@ from anndata import AnnData
 
 from .._constants import UNS_KEY
 from .._utils import PredictionRecord, dense
+from ..data import COMBINATION_SEP
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -66,3 +67,14 @@ def _resolve_keys(
         )
         raise ValueError(msg)
     return [str(k) for k in keys], str(pkey), ctrl
+
+
+def _combination_sep(*adatas: AnnData | None, given: str | None = None) -> str:
+    """The separator of combinations: ``given``, else the first record of ``adatas`` (real data before predictions)."""
+    if given is not None:
+        return given
+    for adata in adatas:
+        record = PredictionRecord.read(adata)
+        if record is not None:
+            return record.combination_sep
+    return COMBINATION_SEP
