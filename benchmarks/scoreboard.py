@@ -58,6 +58,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C
+import _report
 
 import scflowlm
 from scflowlm import tl
@@ -66,15 +67,23 @@ from scflowlm.model import CFMModel
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-METRICS = ["r2", "r2_de", "pearson_delta_de", "pearson_interaction_de", "edistance", "mmd"]
-HIGHER_IS_BETTER = {
-    "r2": True,
-    "r2_de": True,
-    "pearson_delta_de": True,
-    "pearson_interaction_de": True,
-    "edistance": False,
-    "mmd": False,
-}
+METRICS = [
+    "r2",
+    "r2_de",
+    "pearson_delta_de",
+    "pearson_interaction_de",
+    "mse",
+    "mse_de",
+    "mae",
+    "r2_var_de",
+    "discrimination",
+    "de_overlap",
+    "edistance",
+    "mmd",
+]
+#: columns scored beside the metrics (DE counts, the signal flag)
+EXTRA = ["n_de_real", "n_de_pred", "signal_ratio", "has_signal"]
+HIGHER_IS_BETTER = {m: tl.HIGHER_IS_BETTER[m] for m in METRICS}
 #: the data sets: Kang's cell types, K562 pairs whose two singles (or only one) are measured, K562 genes never perturbed
 DATASETS = ("kang", "perturbench", "perturbench-one", "perturbench-genes")
 #: folds of the genes-never-perturbed data set
@@ -90,22 +99,41 @@ KEYS = KW["condition_keys"]
 BASELINES = {
     "control mean": tl.baseline_control_mean,
     "additive shift": tl.baseline_additive,
+    "additive (learned scale)": lambda train, **kw: tl.baseline_additive(train, scale="fit", **kw),
     "nearest-context shift": tl.baseline_nearest_context,
     "mean training shift": tl.baseline_mean_shift,
     "linear (PCA ridge)": tl.baseline_linear,
 }
+#: the baselines with gene vectors, by name prefix
+VECTOR_BASELINES = {
+    "linear": tl.baseline_linear,
+    "ridge": tl.baseline_ridge,
+    "kNN": tl.baseline_knn,
+}
+FLOOR = "real vs real (floor)"
+#: the data of each scored data set, for cell-eval (filled by run)
+ADATA: dict = {}
 
 
 def baselines(dataset: str, vectors: dict[str, pd.DataFrame]) -> dict:
     """The baseline rows of a data set: name -> function of (training cells, conditions, keys)."""
     out = dict(BASELINES)
-    if dataset == "kang":  # a held-out cell type has no other perturbation to average
+    if (
+        dataset == "kang"
+    ):  # a held-out cell type has no other perturbation to average, no combination to scale
         out.pop("mean training shift")
+        out.pop("additive (learned scale)")
     for kind, table in vectors.items():
-        out[f"linear + {kind} vectors"] = lambda train, table=table, **kw: tl.baseline_linear(
-            train, perturbation_embeddings=table, **kw
-        )
+        for name, fn in VECTOR_BASELINES.items():
+            out[f"{name} + {kind} vectors"] = lambda train, table=table, fn=fn, **kw: fn(
+                train, perturbation_embeddings=table, **kw
+            )
     return out
+
+
+def is_baseline(name: str) -> bool:
+    """Whether a row is a baseline (recomputed on --resume), not a learned model or CellFlow."""
+    return name in BASELINES or name == FLOOR or any(name.startswith(f"{v} + ") for v in VECTOR_BASELINES)
 
 
 def load(name: str) -> tuple[sc.AnnData, dict, list[list[dict]]]:
@@ -187,11 +215,21 @@ def control_mask(adata, cond: dict) -> np.ndarray:
 
 
 def score(adata, pred, cond: dict) -> dict:
-    """The scoreboard's metrics of one prediction of one held-out condition (the package's own evaluate)."""
+    """The scoreboard's metrics of one prediction of one held-out condition (the package's own evaluate).
+
+    The discrimination rank is among every perturbed condition of ``adata`` (the training conditions too).
+    """
     df = tl.evaluate(
-        adata, pred, conditions=[cond], metrics=METRICS, space="pca", max_cells=None, key_added=None, **KW
+        adata,
+        pred,
+        conditions=[cond],
+        metrics=[*METRICS, "signal_ratio"],
+        space="pca",
+        max_cells=None,
+        key_added=None,
+        **KW,
     )
-    return df.iloc[0][METRICS].to_dict()
+    return df.iloc[0][METRICS + EXTRA].to_dict()
 
 
 def to_genes(adata, states: np.ndarray) -> np.ndarray:
@@ -315,10 +353,7 @@ def run(args) -> pd.DataFrame:
         # an interrupted run's rows, else a finished run's learned rows (the baselines are recomputed)
         source = partial if partial.exists() else finished
         old = pd.read_csv(source, dtype={"held out": str})
-        old = old[
-            ~old["model"].isin([*BASELINES, "real vs real (floor)"])
-            & ~old["model"].str.startswith("linear + ")
-        ]
+        old = old[~old["model"].map(is_baseline)]
         learned = old.to_dict("records")
         if source is finished:
             old.to_csv(partial, index=False)
@@ -334,6 +369,8 @@ def run(args) -> pd.DataFrame:
     rows = []
     for dataset in args.datasets:
         adata, setup, groups = load(dataset)
+        for scored in {dataset_of(dataset, c) for group in groups for c in group}:
+            ADATA[scored] = adata
         vectors = (
             {k: gene_vectors(adata, k) for k in ("text", "data")} if dataset == "perturbench-genes" else {}
         )
@@ -346,11 +383,9 @@ def run(args) -> pd.DataFrame:
                 label = label_of(dataset, cond, group)
                 base = {"dataset": dataset_of(dataset, cond), "held out": label}
                 for name, fn in baselines(dataset, vectors).items():
-                    rows.append(
-                        base
-                        | {"model": name, "seed": 0, "train s": 0.0}
-                        | score(adata, fn(train_cells, conditions=[cond], **KW), cond)
-                    )
+                    pred = fn(train_cells, conditions=[cond], **KW)
+                    _report.keep_prediction(args.tag, base["dataset"], name, label, pred)
+                    rows.append(base | {"model": name, "seed": 0, "train s": 0.0} | score(adata, pred, cond))
                 for seed in args.seeds:
                     ref, half = tl.baseline_real_vs_real(
                         adata, conditions=[cond], condition_keys=KEYS, seed=seed
@@ -371,6 +406,8 @@ def run(args) -> pd.DataFrame:
                     for cond in group:
                         label = label_of(dataset, cond, group)
                         pred = predict_learned(model, adata, cond, seed)
+                        if seed == args.seeds[0]:  # kept for cell-eval's own scores (_report.cell_eval_table)
+                            _report.keep_prediction(args.tag, dataset_of(dataset, cond), name, label, pred)
                         keep(
                             {
                                 "dataset": dataset_of(dataset, cond),
@@ -406,8 +443,12 @@ def run(args) -> pd.DataFrame:
 
 
 def _fmt(mean: float, sd: float, metric: str) -> str:
-    digits = 2 if metric == "edistance" else 3
+    digits = 2 if metric == "edistance" else 4 if metric.startswith(("mse", "mae")) else 3
     return f"{mean:.{digits}f} ± {sd:.{digits}f}"
+
+
+#: the metrics of the per-condition table (all of them are in the runs CSV)
+PER_CONDITION = ["r2_de", "pearson_delta_de", "mse", "edistance", "discrimination", "de_overlap"]
 
 
 def summarise(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
@@ -416,8 +457,14 @@ def summarise(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFram
     g = df.groupby(["dataset", "held out", "model"], sort=False)[cols]
     mean, sd = g.mean(), g.std().fillna(0.0)
     per_cond = pd.DataFrame(index=mean.index)
-    for m in METRICS:
+    for m in PER_CONDITION:
         per_cond[m] = [_fmt(a, b, m) for a, b in zip(mean[m], sd[m], strict=True)]
+    counts = df.groupby(["dataset", "held out", "model"], sort=False)[["n_de_real", "n_de_pred"]].mean()
+    per_cond["DE genes real / pred"] = [
+        f"{a:.0f} / {b:.0f}" for a, b in zip(counts["n_de_real"], counts["n_de_pred"], strict=True)
+    ]
+    signal = df.groupby(["dataset", "held out", "model"], sort=False)["signal_ratio"].mean()
+    per_cond["signal ratio"] = signal.round(1)
     per_cond["train s"] = mean["train s"].round(0)
     per_cond["seeds"] = g.size()
     overall_mean = mean.groupby(["dataset", "model"], sort=False).mean()
@@ -502,6 +549,9 @@ def main() -> None:
         action="store_true",
         help="perturbench-genes: leave out the rows with gene vectors (only --models)",
     )
+    parser.add_argument(
+        "--skip-cell-eval", action="store_true", help="leave out cell-eval's own scores (the [eval] extra)"
+    )
     parser.add_argument("--cellflow-seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--cellflow-iterations", type=int, default=2000)
     parser.add_argument("--threads", type=int, default=2, help="torch (and CellFlow) CPU threads")
@@ -518,16 +568,58 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     df = run(args)
     per_cond, per_set, wtl = summarise(df)
+    signal = _report.signal_of(df)
+    with_signal = df[[signal.get((d, h), False) for d, h in zip(df["dataset"], df["held out"], strict=True)]]
+    per_set_signal = summarise(with_signal)[1] if len(with_signal) else pd.DataFrame()
+    n_signal = pd.Series(signal).groupby(level=0).agg(["sum", "size"])
     ratio = time_ratio(df)
     df.to_csv(C.DOCS / f"{args.tag}_runs.csv", index=False, float_format="%.5g")
     (C.DOCS / f"{args.tag}_runs.partial.csv").unlink(missing_ok=True)
+    baseline_names = sorted({m for m in df["model"] if is_baseline(m) and m != FLOOR})
+    comparison = _report.comparisons(df, baseline_names, FLOOR)
+    comparison.to_csv(C.DOCS / f"{args.tag}_compare.csv", index=False, float_format="%.5g")
+    head = _report.headline(comparison)
+    cell_eval = (
+        pd.DataFrame()
+        if args.skip_cell_eval
+        else _report.cell_eval_table(df, ADATA, args.tag, baseline_names)
+    )
     notes = (
         "Per data set: the mean over held-out conditions of the per-condition seed means ± the mean of the per-condition "
         "seed sds. r2 / r2_de: Pearson R² of mean expression on all genes / the top-100 DE genes of the real condition "
         "(vs the control cells of its context); pearson_delta_de: Pearson r of the change from the control mean on "
-        "those genes; edistance, mmd: in 50-d PCA space (lower is better). Train s: training wall time (the same "
-        "run for every condition of a group). CellFlow's time includes its venv's start-up and JIT compilation.\n\n"
-        "### Per held-out condition\n\n"
+        "those genes; mse / mse_de / mae: squared and absolute error of the mean profile (all genes / top-100 DE genes); "
+        "r2_var_de: R² of the per-gene variance on the DE genes; discrimination: rank of the own condition among every "
+        "real perturbed condition of the data set by the L1 distance of the changes (0 best, 0.5 chance); de_overlap: share "
+        "of the real DE genes (Wilcoxon, FDR 5%) among the prediction's top DE genes; edistance, mmd: in 50-d PCA space "
+        "(lower is better). On K562 the perturbed genes are left out of every expression metric (`exclude_perturbed`, "
+        "as cell-eval). Metrics are explained on the docs' metrics page. Train s: training wall time (the same run for "
+        "every condition of a group). CellFlow's time includes its venv's start-up and JIT compilation.\n\n"
+        "### CaLMFlow against the best baseline (95% bootstrap CI over held-out conditions and seeds)\n\n"
+        "The best baseline of a data set is the baseline with the highest mean change r (pearson_delta_de). Δ: CaLMFlow "
+        "minus it (a positive Δ is better for change r, a negative one for MSE and E-distance); the interval is "
+        "`tl.compare`'s paired bootstrap (conditions, then seeds, redrawn); gap closed: (CaLMFlow - baseline) / (real vs "
+        "real - baseline). 'with signal': the held-out conditions whose real change is at least twice its half-split "
+        "noise (`tl.condition_signal`).\n\n"
+        + (head.to_markdown(index=False) if len(head) else "(no comparison)")
+        + f"\n\nEvery learned row against the best baseline, every compared metric: `docs/benchmarks/{args.tag}_compare.csv`.\n\n"
+        "### Held-out conditions with signal\n\n"
+        + (
+            ", ".join(f"{d}: {int(r['sum'])} of {int(r['size'])}" for d, r in n_signal.iterrows())
+            + "\n\n"
+            + (per_set_signal.to_markdown(index=False) if len(per_set_signal) else "")
+        )
+        + (
+            "\n\n### cell-eval's own scores beside ours (first seed)\n\n"
+            "`tl.to_cell_eval` (real control cells included in the prediction), cell-eval's VCC profile "
+            "(`MetricsEvaluator(...).compute(profile='vcc')`). cell-eval's discrimination is 1 - rank / n among the "
+            "predicted conditions (1 best); ours is the rank among every real perturbed condition (0 best); its DE genes "
+            "are ordered by |log fold change|, ours by the test statistic; its MAE clips predicted log-expression at 0.\n\n"
+            + cell_eval.to_markdown(index=False)
+            if len(cell_eval)
+            else ""
+        )
+        + "\n\n### Per held-out condition\n\n"
         + per_cond.to_markdown(index=False)
         + (
             "\n\n### CaLMFlow wins / ties / losses over held-out conditions\n\n"

@@ -12,7 +12,11 @@ from scflowlm import pl, tl
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "scflowlm"
 #: public functions whose first argument is not AnnData, and why
-NOT_ANNDATA_FIRST = {"pl.history": "plots a model's training history (or that history dict)"}
+NOT_ANNDATA_FIRST = {
+    "pl.history": "plots a model's training history (or that history dict)",
+    "tl.compare": "compares tables of scores of several predictors (no AnnData)",
+    "pl.compare": "plots the table of tl.compare",
+}
 
 
 def _public_functions(module, prefix: str):

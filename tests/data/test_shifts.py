@@ -140,3 +140,64 @@ def test_vector_shifts_of_identical_vectors_and_other_widths():
     np.testing.assert_allclose(got, shifts.mean(0, keepdims=True))  # nothing to tell them apart: the mean
     with pytest.raises(ValueError, match="new_vectors have 5 columns and vectors 2"):
         vector_shifts(np.ones((3, 2)), shifts, np.ones((1, 5)))
+
+
+def test_the_left_out_error_is_exact_and_noise_vectors_choose_the_mean():
+    """choose_alpha's closed form equals refitting without each single; noise vectors give the infinite penalty."""
+    from scflowlm.data import choose_alpha, vector_weights
+
+    rng = np.random.default_rng(0)
+    vectors, shifts = rng.normal(size=(15, 6)), rng.normal(size=(15, 4))
+    _, errors = choose_alpha(vectors, shifts, alphas=(0.7,))
+    refit = []
+    for i in range(15):
+        keep = np.arange(15) != i
+        # the same absolute penalty as the closed form: alpha times the mean diagonal of all 15 centred vectors
+        centred = vectors - vectors.mean(0)
+        lam = 0.7 * np.mean(np.sum(centred**2, 1))
+        k = vectors[keep] - vectors[keep].mean(0)
+        w = np.linalg.solve(k @ k.T + lam * np.eye(14), shifts[keep] - shifts[keep].mean(0))
+        pred = shifts[keep].mean(0) + (vectors[i] - vectors[keep].mean(0)) @ k.T @ w
+        refit.append(np.sum((shifts[i] - pred) ** 2))
+    assert errors[0] == pytest.approx(np.mean(refit))
+    chosen = [
+        choose_alpha(r.normal(size=(12, 5)), r.normal(size=(12, 30)) + 2)[0]
+        for r in map(np.random.default_rng, range(10))
+    ]
+    assert all(np.isinf(c) for c in chosen)
+    weights = vector_weights(rng.normal(size=(12, 5)), rng.normal(size=(2, 5)), alpha=np.inf)
+    np.testing.assert_allclose(weights, 1 / 12)
+
+
+def test_fit_combination_scale_and_vectors_in_the_additive_mode():
+    from scflowlm.data import fit_combination_scale
+
+    conds = [{"ct": "A", "p": p} for p in ["ctrl", "P", "Q", "R", "P+Q", "P+R", "Z", "Q+Z"]]
+    table, _ = ConditionTable.from_obs(
+        pd.DataFrame(conds), ["ct", "p"], perturbation_key="p", control_value="ctrl"
+    )
+    effect = {"P": [1.0, 0, 0], "Q": [0, 1.0, 0], "R": [0, 0, 2.0]}
+    means = np.zeros((len(table), 3))
+    for c in conds:
+        parts = table.perturbations(c)
+        if all(s in effect for s in parts):
+            means[table.row_of(c)] = (
+                0.5 * sum((np.asarray(effect[s]) for s in parts), np.zeros(3)) * (1 if len(parts) > 1 else 2)
+            )
+    measured = np.array([table.condition(i)["p"] not in ("Z", "Q+Z") for i in range(len(table))])
+    assert fit_combination_scale(table, measured, means) == pytest.approx(0.5)
+    vectors = pd.DataFrame(np.eye(3), index=["P", "Q", "Z"])
+    [est] = estimate_shifts(
+        table,
+        measured,
+        [{"ct": "A", "p": "Q+Z"}],
+        mode="additive",
+        similarity_means=means,
+        vectors=vectors,
+        alpha=np.inf,
+        combination_scale=0.5,
+    )
+    assert est.parts == ("Q", "Z")
+    assert est.summed
+    mean_single = np.mean([effect[s] for s in ("P", "Q")], axis=0)  # Z from the singles with vectors: P and Q
+    np.testing.assert_allclose(est.apply(means), 0.5 * (np.asarray(effect["Q"]) + mean_single))

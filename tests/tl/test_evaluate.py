@@ -42,7 +42,10 @@ def toy():
 
 def test_evaluate_table_and_storage(toy):
     conds = [{"cell_type": ct, "condition": "stim"} for ct in ["A", "B"]]
-    pred = tl.baseline_additive(toy, conditions=conds, **KW)
+    # one call per condition: a baseline never reads the cells of the conditions it predicts, so each is estimated
+    # from the other types, as evaluate's additive reference of that condition is
+    preds = [tl.baseline_additive(toy, conditions=[c], **KW) for c in conds]
+    pred = ad.concat(preds, uns_merge="same")
     df = tl.evaluate(toy, pred, space="pca", **KW)
     assert list(df[["cell_type", "condition"]].itertuples(index=False, name=None)) == [
         ("A", "stim"),
@@ -195,3 +198,75 @@ def test_evaluate_reads_the_combination_separator_of_the_prediction():
     real.obsm["X_pca"] = adata.obsm["X_pca"]
     scores = tl.evaluate(real, pred, metrics=["pearson_interaction"], space="pca", key_added=None)
     assert np.isfinite(scores["pearson_interaction"]).all()
+
+
+def _screen(n=60, g=40, seed=0):
+    """A CRISPRa-like screen: perturbation 'gK' raises gene gK by 4 and moves genes 20-29 by its own effect."""
+    rng = np.random.default_rng(seed)
+    base = rng.gamma(2.0, size=g)
+    effects = {"g1": np.zeros(g), "g2": np.zeros(g), "g3": np.zeros(g)}
+    effects["g1"][20:30] = 1.0
+    effects["g2"][20:30] = -1.0
+    effects["g3"][25:35] = 0.02  # no signal at this number of cells
+    blocks, obs = [base + rng.normal(scale=0.5, size=(n, g))], [("k562", "control")] * n
+    for p, effect in effects.items():
+        x = base + effect + rng.normal(scale=0.5, size=(n, g))
+        x[:, int(p[1:])] += 4.0 * (p != "g3")
+        blocks.append(x)
+        obs += [("k562", p)] * n
+    x = np.concatenate(blocks).astype(np.float32)
+    adata = ad.AnnData(x, obs=pd.DataFrame(obs, columns=KEYS, index=[f"c{i}" for i in range(len(obs))]))
+    adata.var_names = [f"g{i}" for i in range(g)]
+    return adata
+
+
+def _shifted(adata, condition, change):
+    """The context's control cells moved by ``change``, labelled as ``condition``."""
+    ctrl = (adata.obs["condition"] == "control").to_numpy()
+    pred = ad.AnnData(
+        adata.X[ctrl] + change,
+        obs=pd.DataFrame(
+            {"cell_type": "k562", "condition": condition},
+            index=[f"p{condition}{i}" for i in range(ctrl.sum())],
+        ),
+    )
+    pred.var_names = adata.var_names
+    return pred
+
+
+def test_perturbed_genes_are_left_out_where_perturbations_are_genes():
+    """A prediction right on every gene but the trivially moved target: excluded, its change r is near 1."""
+    adata = _screen()
+    change = np.zeros(adata.n_vars)
+    change[20:30] = 1.0  # g1's effect, without the +4 on g1 itself
+    pred = _shifted(adata, "g1", change)
+    metrics = ["pearson_delta", "mse"]
+    auto = tl.evaluate(adata, pred, metrics=metrics, key_added=None, **KW).iloc[0]
+    kept = tl.evaluate(adata, pred, metrics=metrics, key_added=None, exclude_perturbed=False, **KW).iloc[0]
+    assert auto["n_excluded"] == 1
+    assert kept["n_excluded"] == 0
+    assert auto["pearson_delta"] > 0.9 > kept["pearson_delta"]
+    assert auto["mse"] < kept["mse"]
+
+
+def test_discrimination_de_overlap_and_signal_in_evaluate():
+    adata = _screen()
+    right = np.zeros(adata.n_vars)
+    right[20:30] = 1.0
+    collapsed = np.zeros(adata.n_vars)  # the same (no) change for every perturbation
+    good = ad.concat([_shifted(adata, "g1", right), _shifted(adata, "g2", -right)])
+    same = ad.concat([_shifted(adata, "g1", collapsed), _shifted(adata, "g2", collapsed)])
+    wanted = ["discrimination", "de_overlap", "signal_ratio"]
+    g = tl.evaluate(adata, good, metrics=wanted, key_added=None, **KW).set_index("condition")
+    c = tl.evaluate(adata, same, metrics=wanted, key_added=None, **KW).set_index("condition")
+    assert (g["discrimination"] == 0.0).all()
+    assert (c["discrimination"] >= 0.5).all()
+    assert g.loc["g1", "de_overlap"] > 0.8
+    assert g.loc["g1", "n_de_real"] >= 10
+    assert c.loc["g1", "n_de_pred"] == 0
+    assert c.loc["g1", "de_overlap"] == 0.0
+    assert g["has_signal"].all()
+    signal = tl.condition_signal(adata, **KW).set_index("condition")
+    assert signal.loc["g1", "has_signal"]
+    assert not signal.loc["g3", "has_signal"]
+    assert signal.loc["g3", "signal_ratio"] < 2 < signal.loc["g2", "signal_ratio"]

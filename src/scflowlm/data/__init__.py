@@ -6,7 +6,7 @@ from ._conditions import ConditionTable
 from ._datasets import DONG2023_URL, dong2023, fetch, kang2018, perturbench_devel
 from ._gene_vectors import gene_descriptions, gene_loading_embeddings, gene_text_embeddings
 from ._prompts import PromptBuilder, template_fields
-from ._shifts import SHIFT_MODES, ShiftEstimate, ShiftTerm, estimate_shifts, vector_shifts
+from ._shifts import SHIFT_MODES, ShiftEstimate, ShiftTerm, estimate_shifts, fit_combination_scale
 from ._synthetic import synthetic_perturbation
 from ._values import (
     COMBINATION_SEP,
@@ -20,14 +20,20 @@ from ._values import (
     split_combination,
     value_mask,
 )
+from ._vector_shifts import ALPHAS, VECTOR_RULES, choose_alpha, vector_shifts, vector_weights
 from ._vectors import check_gene_vectors
 
 __all__ = [
+    "ALPHAS",
     "SHIFT_MODES",
     "ShiftEstimate",
     "ShiftTerm",
+    "VECTOR_RULES",
+    "choose_alpha",
     "estimate_shifts",
+    "fit_combination_scale",
     "vector_shifts",
+    "vector_weights",
     "COMBINATION_SEP",
     "ConditionTable",
     "as_condition_list",

@@ -15,7 +15,8 @@ Modes:
     The same perturbation averaged over every other context that has it (:func:`scflowlm.tl.baseline_additive`).
 ``"additive"``
     The sum of the target's single perturbations measured in its own context (a combination "A+B" from its
-    measured singles "A" and "B"); parts that are not measured are left out and named in
+    measured singles "A" and "B"); with gene ``vectors``, a part not measured there is estimated from the
+    singles that are (ridge or nearest neighbours); parts left without an estimate are left out of
     :attr:`ShiftEstimate.parts`. A single gets its own measured shift. This is the head start of the models'
     additive prior.
 ``"mean"``
@@ -37,12 +38,16 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from ._vector_shifts import vector_weights
+
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
+    import pandas as pd
+
     from ._conditions import ConditionTable
 
-__all__ = ["SHIFT_MODES", "ShiftEstimate", "ShiftTerm", "estimate_shifts", "vector_shifts"]
+__all__ = ["SHIFT_MODES", "ShiftEstimate", "ShiftTerm", "estimate_shifts", "fit_combination_scale"]
 
 #: the modes of :func:`estimate_shifts`
 SHIFT_MODES = ("nearest", "pooled", "additive", "mean")
@@ -67,6 +72,8 @@ class ShiftEstimate:
     terms: list[ShiftTerm] = field(default_factory=list)
     parts: tuple[str, ...] = ()
     source: str = "none"
+    #: whether it is the sum of two or more singles' estimates (what ``combination_scale`` scales)
+    summed: bool = False
 
     def apply(self, means: np.ndarray) -> np.ndarray:
         """The shift ``[D]`` in the representation of ``means`` (``[C, D]``, one row per table row)."""
@@ -83,6 +90,11 @@ def estimate_shifts(
     *,
     mode: Literal["nearest", "pooled", "additive", "mean"],
     similarity_means: np.ndarray | None = None,
+    vectors: pd.DataFrame | None = None,
+    vector_rule: Literal["ridge", "knn"] = "ridge",
+    alpha: float | Literal["loo"] = "loo",
+    n_neighbors: int = 5,
+    combination_scale: float = 1.0,
 ) -> list[ShiftEstimate]:
     """The shift estimate of each target condition (see the module's text for the modes).
 
@@ -98,7 +110,16 @@ def estimate_shifts(
         ``"nearest"``, ``"pooled"``, ``"additive"`` or ``"mean"``.
     similarity_means
         ``[C, G]`` mean profile of each row; ``"nearest"`` picks the context whose control profile correlates best
-        with the target context's.
+        with the target context's, and ``alpha="loo"`` chooses the ridge penalty on the changes of these means.
+    vectors
+        Gene vectors of singles (index: their names as :meth:`~scflowlm.data.ConditionTable.singles_of` spells
+        them; :meth:`~scflowlm.data.ConditionTable.align_vectors`). In ``"additive"`` mode a single not measured in
+        the target's context is estimated from the singles measured there that have a vector
+        (:func:`scflowlm.data.vector_weights`: ``vector_rule`` ``"ridge"`` with ``alpha``, or ``"knn"`` with
+        ``n_neighbors``). Without them such a single contributes nothing.
+    combination_scale
+        Factor on the estimate of a target built as the sum of two or more singles (a combination from its parts;
+        :func:`fit_combination_scale` fits it on the measured combinations). 1: the plain sum.
     """
     if mode not in SHIFT_MODES:
         raise ValueError(f"mode must be one of {SHIFT_MODES}, got {mode!r}.")
@@ -124,7 +145,64 @@ def estimate_shifts(
                 f"The target {dict(target)} lacks the field(s) {missing}; a target names a value of every field of "
                 f"the table ({table.fields})."
             )
-    return _Estimator(table, measured.astype(bool), similarity_means).run(targets, mode)
+    if vectors is not None and similarity_means is None:
+        raise ValueError("vectors need similarity_means: the shifts the vector rule is fitted on.")
+    if (
+        isinstance(combination_scale, bool)
+        or not isinstance(combination_scale, numbers.Real)
+        or not np.isfinite(combination_scale)
+    ):
+        raise ValueError(f"combination_scale must be a finite number, got {combination_scale!r}.")
+    estimator = _Estimator(table, measured.astype(bool), similarity_means)
+    estimator.vector_options = {
+        "vectors": vectors,
+        "rule": vector_rule,
+        "alpha": alpha,
+        "n_neighbors": n_neighbors,
+    }
+    return [_scaled(e, combination_scale) for e in estimator.run(targets, mode)]
+
+
+def _scaled(estimate: ShiftEstimate, scale: float) -> ShiftEstimate:
+    """``estimate`` with its terms scaled when it is the sum of two or more singles' estimates."""
+    if scale == 1.0 or not estimate.summed:
+        return estimate  # 1, a single, or a combination measured as such in another context
+    terms = [ShiftTerm(t.perturbed, t.control, t.weight * scale) for t in estimate.terms]
+    return ShiftEstimate(terms, estimate.parts, f"{estimate.source}*{scale:.3g}", summed=True)
+
+
+def fit_combination_scale(table: ConditionTable, measured: np.ndarray, means: np.ndarray) -> float:
+    """One scale ``c`` of the sum of the singles that best fits the measured combinations (least squares).
+
+    Over every measured combination whose singles are all measured in its context, with ``s`` the sum of their
+    shifts and ``d`` its own shift (means minus the context's control mean): ``c = sum <d, s> / sum ||s||^2``.
+    Norman et al. fitted doubles as ``c1 dA + c2 dB`` with median weights near 0.8: a double is typically
+    smaller than the sum of its singles, which ``c < 1`` captures. 1.0 when no combination can be fitted.
+
+    Parameters
+    ----------
+    table
+        The registered conditions.
+    measured
+        ``[C]`` rows with cells (the held-out ones are not).
+    means
+        ``[C, D]`` mean of each row in the representation to fit in.
+    """
+    measured = np.asarray(measured, dtype=bool)
+    estimator = _Estimator(table, measured, means)
+    num = den = 0.0
+    for i in np.flatnonzero(measured):
+        cond = table.condition(int(i))
+        ctx, parts = table.context(cond), table.perturbations(cond)
+        if len(parts) < 2 or ctx not in estimator.controls:
+            continue
+        estimate = estimator._additive(ctx, parts)
+        if estimate.parts != parts:  # a part not measured in this context
+            continue
+        s = estimate.apply(means)
+        d = means[i] - means[estimator.controls[ctx]]
+        num, den = num + float(s @ d), den + float(s @ s)
+    return num / den if den > 0 else 1.0
 
 
 class _Estimator:
@@ -137,6 +215,8 @@ class _Estimator:
             cond = table.condition(int(i))
             self.rows.setdefault((table.context(cond), table.perturbations(cond)), int(i))
         self.controls = {ctx: row for (ctx, parts), row in self.rows.items() if parts == ()}
+        self.vector_options: dict = {}
+        self._vector_fits: dict[tuple, tuple[list[str], list[int]]] = {}
 
     def run(self, targets: Sequence[Mapping[str, Any]], mode: str) -> list[ShiftEstimate]:
         out = []
@@ -153,10 +233,41 @@ class _Estimator:
         return out
 
     def _additive(self, ctx: tuple, parts: tuple[str, ...]) -> ShiftEstimate:
-        """The sum of the parts measured as singles in the target's own context."""
+        """The sum of the parts measured as singles in the target's own context (others from their vectors)."""
         covered = [s for s in parts if (ctx, (s,)) in self.rows]
         terms = [ShiftTerm(self.rows[(ctx, (s,))], self.controls[ctx]) for s in covered]
-        return ShiftEstimate(terms, tuple(covered), "own" if terms else "none")
+        source = "own" if terms else "none"
+        vectors = self.vector_options.get("vectors")
+        left = [s for s in parts if s not in covered and vectors is not None and s in vectors.index]
+        if left:
+            found = self._from_vectors(ctx, left)
+            if found:
+                terms += found
+                covered += left
+                source = f"{source}+vectors" if source != "none" else "vectors"
+        return ShiftEstimate(terms, tuple(sorted(covered)), source, summed=len(covered) > 1)
+
+    def _from_vectors(self, ctx: tuple, singles: list[str]) -> list[ShiftTerm]:
+        """Terms estimating ``singles`` from the singles measured in ``ctx`` that have a vector (their sum)."""
+        options, vectors = self.vector_options, self.vector_options["vectors"]
+        if ctx not in self._vector_fits:
+            names = [p[0] for (o, p) in self.rows if o == ctx and len(p) == 1 and p[0] in vectors.index]
+            rows = [self.rows[(ctx, (n,))] for n in names]
+            self._vector_fits[ctx] = (names, rows)
+        names, rows = self._vector_fits[ctx]
+        if not names:
+            return []
+        control = self.controls[ctx]
+        shifts = self.similarity_means[rows] - self.similarity_means[control]  # [m, D]
+        weights = vector_weights(
+            vectors.loc[names].to_numpy(),
+            vectors.loc[singles].to_numpy(),
+            rule=options["rule"],
+            alpha=options["alpha"],
+            shifts=shifts,
+            n_neighbors=options["n_neighbors"],
+        ).sum(0)  # [m]: the singles' estimates summed
+        return [ShiftTerm(r, control, float(w)) for r, w in zip(rows, weights, strict=True) if w != 0.0]
 
     def _mean(self, ctx: tuple, parts: tuple[str, ...]) -> ShiftEstimate:
         """The average shift of the other perturbed conditions measured in the target's own context."""
@@ -202,38 +313,6 @@ class _Estimator:
             terms += found[0]
             covered.append(s)
             sources.append(f"{s}:{found[1]}")
-        return ShiftEstimate(terms, tuple(covered), ";".join(sources) if terms else "none")
-
-
-def vector_shifts(
-    vectors: np.ndarray, shifts: np.ndarray, new_vectors: np.ndarray, *, alpha: float = 1.0
-) -> np.ndarray:
-    """Shifts ``[k, D]`` of singles never measured, from their gene vectors ``[k, E]``.
-
-    A linear ridge regression (with an intercept, in its dual form: few singles, long vectors) of the measured
-    singles' shifts ``[m, D]`` on their vectors ``[m, E]``: ``mean + K_new (K + lambda I)^-1 (shifts - mean)`` with
-    ``K`` the inner products of the centred vectors and ``lambda = alpha * mean(diag K)``, so ``alpha`` does not
-    depend on the vectors' scale. With no measured single, zeros.
-    """
-    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not np.isfinite(alpha) or alpha <= 0:
-        raise ValueError(
-            f"alpha must be a number > 0 (the ridge penalty relative to the vectors' mean squared norm), got {alpha!r}."
+        return ShiftEstimate(
+            terms, tuple(covered), ";".join(sources) if terms else "none", summed=len(covered) > 1
         )
-    vectors, new_vectors = np.atleast_2d(vectors), np.atleast_2d(new_vectors)
-    if len(vectors) and vectors.shape[1] != new_vectors.shape[1]:
-        raise ValueError(
-            f"new_vectors have {new_vectors.shape[1]} columns and vectors {vectors.shape[1]}: both must be vectors of "
-            "the same kind (the same width)."
-        )
-    if len(vectors) != len(shifts):
-        raise ValueError(
-            f"vectors ({len(vectors)} rows) and shifts ({len(shifts)} rows) must have one row per single."
-        )
-    if len(vectors) == 0:
-        return np.zeros((len(new_vectors), shifts.shape[1] if shifts.ndim == 2 else 0))
-    centre, mean = vectors.mean(0), shifts.mean(0)
-    X, Xn = vectors - centre, new_vectors - centre  # [m, E], [k, E]
-    K = X @ X.T  # [m, m]
-    lam = alpha * max(float(np.mean(np.diag(K))), 1e-12)
-    weights = np.linalg.solve(K + lam * np.eye(len(K)), shifts - mean)  # [m, D]
-    return mean + (Xn @ X.T) @ weights

@@ -46,6 +46,9 @@ def mean_correlations(
       (sklearn ``r2_score``, as CellFlow / CPA); can be negative;
     - ``spearman``: Spearman rho of ``mu_pred`` vs ``mu_real``;
     - ``mae``: mean absolute error ``mean |mu_pred - mu_real|`` (cell-eval's ``mae``);
+    - ``mse``: mean squared error ``mean (mu_pred - mu_real)^2`` (the L2 of :cite:t:`ahlmann2025deep`, squared
+      and divided by the number of genes; cell-eval's ``mse``): unlike a correlation it sees the size of the
+      change, so a prediction that moves the right genes too far (or not far enough) pays for it;
     - ``pearson_delta`` (with ``control``): Pearson r of ``mu_pred - mu_ctrl`` vs ``mu_real - mu_ctrl``
       (cell-eval's ``pearson_delta``): it tests the predicted change, which the R^2 of means hides when the
       control already looks like the target;
@@ -70,7 +73,7 @@ def mean_correlations(
 
     Returns
     -------
-    dict with keys ``r2``, ``r2_score``, ``pearson``, ``spearman``, ``mae`` and, with ``control``, ``pearson_delta``,
+    dict with keys ``r2``, ``r2_score``, ``pearson``, ``spearman``, ``mae``, ``mse`` and, with ``control``, ``pearson_delta``,
     with ``reference``, ``pearson_interaction``.
     """
     mr, mp = _profile(x), _profile(y)  # (genes,)
@@ -87,6 +90,7 @@ def mean_correlations(
         "pearson": r,
         "spearman": _spearman(a, b),
         "mae": float(np.mean(np.abs(a - b))),
+        "mse": float(np.mean((a - b) ** 2)),
     }
     if control is not None:
         mc = _profile(control)[idx]

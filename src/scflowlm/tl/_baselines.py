@@ -13,7 +13,15 @@ from .._constants import SOURCE_OBSM, UNS_KEY
 from .._docs import doc_params
 from .._utils import PredictionRecord, dense, group_means, obs_mask, predicted_anndata, random_state
 from .._warnings import ScflowlmWarning
-from ..data import COMBINATION_SEP, ConditionTable, ShiftEstimate, as_condition_list, estimate_shifts
+from ..data import (
+    COMBINATION_SEP,
+    ConditionTable,
+    ShiftEstimate,
+    as_condition_list,
+    check_gene_vectors,
+    estimate_shifts,
+    fit_combination_scale,
+)
 from ._utils import _check_keys, _resolve_keys
 
 if TYPE_CHECKING:
@@ -30,10 +38,19 @@ def _predict(
     perturbation_key: str | None,
     control_value: Any,
     obsm_keys: Sequence[str],
-    mode: Literal["control", "pooled", "nearest", "mean"],
+    mode: Literal["control", "pooled", "nearest", "mean", "additive"],
     combo_sep: str | None = None,
+    name: str | None = None,
+    scale: float | Literal["fit"] = 1.0,
+    vectors: pd.DataFrame | str | None = None,
+    vector_options: dict | None = None,
 ) -> AnnData:
-    """The context's control cells shifted by the estimate of :func:`scflowlm.data.estimate_shifts` (``mode``)."""
+    """The context's control cells shifted by the estimate of :func:`scflowlm.data.estimate_shifts` (``mode``).
+
+    ``scale``: the factor of combinations built from their singles (``"fit"``:
+    :func:`scflowlm.data.fit_combination_scale` on the training combinations' ``X``); ``vectors``: gene vectors
+    (checked and named as ``setup_anndata`` does) with ``vector_options`` for :func:`~scflowlm.data.estimate_shifts`.
+    """
     keys, perturbation_key, control_value = _resolve_keys(
         adata, condition_keys=condition_keys, perturbation_key=perturbation_key, control_value=control_value
     )
@@ -50,17 +67,36 @@ def _predict(
     targets = [
         {k: table.typed(k, c[k])[0] for k in keys} for c in as_condition_list(conditions, name="conditions")
     ]
+    held = {table.row_of(c) for c in targets}  # the conditions to predict are never read
+    measured = (np.bincount(rows[rows >= 0], minlength=len(table)) > 0) & ~np.isin(
+        np.arange(len(table)), list(held)
+    )
+    if vectors is not None:
+        vectors = table.align_vectors(check_gene_vectors(vectors, uns=adata.uns))
+    if scale == "fit":
+        scale = fit_combination_scale(table, measured, means["X"])
     if mode == "control":
         estimates = [ShiftEstimate() for _ in targets]
     else:
-        measured = np.bincount(rows[rows >= 0], minlength=len(table)) > 0
-        estimates = estimate_shifts(table, measured, targets, mode=mode, similarity_means=means["X"])
-    name = {
-        "control": "control_mean",
-        "pooled": "additive",
-        "nearest": "nearest_context",
-        "mean": "mean_shift",
-    }[mode]
+        estimates = estimate_shifts(
+            table,
+            measured,
+            targets,
+            mode=mode,
+            similarity_means=means["X"],
+            vectors=vectors,
+            combination_scale=scale,
+            **(vector_options or {}),
+        )
+    name = (
+        name
+        or {
+            "control": "control_mean",
+            "pooled": "additive",
+            "nearest": "nearest_context",
+            "mean": "mean_shift",
+        }[mode]
+    )
     first = next(
         (r for r in reps if r != "X"), None
     )  # its unshifted states are the predictions' source states
@@ -137,6 +173,7 @@ def baseline_additive(
     control_value: Any = None,
     obsm_keys: Sequence[str] = ("X_pca",),
     combo_sep: str | None = None,
+    scale: float | Literal["fit"] = 1.0,
 ) -> AnnData:
     """Pooled additive shift: context's control cells + the perturbation's mean shift in other contexts.
 
@@ -144,13 +181,18 @@ def baseline_additive(
     control cells; this baseline averages it (each context weighted equally) over every other context that has
     the perturbation. For a combination ``"A+B"`` that no other context has, the shift is the sum of the single
     shifts of ``A`` and ``B``, each measured in the same context when it has them, else pooled over the other
-    contexts. Without any usable shift it warns and returns the control cells.
+    contexts, times ``scale``. Without any usable shift it warns and returns the control cells.
 
     Parameters
     ----------
     %(baseline_common)s
     combo_sep
         %(combo_sep)s
+    scale
+        The factor of a combination built from its singles: 1 (default) the plain sum; ``"fit"`` one scale
+        learned on the training combinations whose singles are measured (least squares,
+        :func:`scflowlm.data.fit_combination_scale`): Norman et al.'s doubles are typically about 20% smaller than
+        the sum of their singles. ``obs["source_context"]`` records it (``"own*0.8"``).
 
     Returns
     -------
@@ -165,6 +207,8 @@ def baseline_additive(
         obsm_keys=obsm_keys,
         mode="pooled",
         combo_sep=combo_sep,
+        name="additive" if scale == 1.0 else "additive_scaled",
+        scale=scale,
     )
 
 

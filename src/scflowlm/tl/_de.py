@@ -1,9 +1,9 @@
-"""The top differentially expressed genes of a condition (scanpy's rank_genes_groups on a temporary AnnData)."""
+"""Differentially expressed genes of a condition (scanpy's rank_genes_groups on a temporary AnnData)."""
 
 from __future__ import annotations
 
 import warnings
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -15,6 +15,39 @@ from .._utils import dense
 
 __all__ = ["top_de_genes"]
 
+DeMethod = Literal["wilcoxon", "t-test", "t-test_overestim_var", "logreg"]
+
+
+def _indices(mask: Any) -> np.ndarray:
+    arr = np.asarray(mask)
+    return np.flatnonzero(arr) if arr.dtype == bool else arr.astype(int)
+
+
+def _rank(target: Any, reference: Any, method: DeMethod) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every gene ranked target vs reference: ``(genes, scores, adjusted p-values)`` in scanpy's order.
+
+    ``target`` and ``reference`` are cells x genes matrices (dense or sparse), at least 2 cells each.
+    """
+    if target.shape[0] < 2 or reference.shape[0] < 2:
+        msg = f"need at least 2 target and 2 reference cells, got {target.shape[0]} and {reference.shape[0]}"
+        raise ValueError(msg)
+    both = sp.vstack([target, reference]) if sp.issparse(target) and sp.issparse(reference) else None
+    tmp = AnnData(both if both is not None else np.vstack([dense(target), dense(reference)]))
+    n_genes = tmp.n_vars
+    tmp.var_names = np.arange(n_genes).astype(str)
+    tmp.obs["group"] = pd.Categorical(["target"] * target.shape[0] + ["reference"] * reference.shape[0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sc.tl.rank_genes_groups(
+            tmp, "group", groups=["target"], reference="reference", method=method, n_genes=n_genes
+        )
+    res = tmp.uns["rank_genes_groups"]
+    names = np.asarray([r[0] for r in res["names"]]).astype(int)  # [G] scanpy order
+    scores = np.nan_to_num(np.asarray([r[0] for r in res["scores"]], dtype=np.float64), nan=0.0)
+    padj = np.asarray([r[0] for r in res["pvals_adj"]], dtype=np.float64) if "pvals_adj" in res else None
+    padj = np.full(n_genes, np.nan) if padj is None else padj  # logreg has no p-values
+    return names, scores, np.nan_to_num(padj, nan=1.0)
+
 
 def top_de_genes(
     adata: AnnData,
@@ -22,7 +55,7 @@ def top_de_genes(
     target: np.ndarray,
     reference: np.ndarray,
     n_genes: int = 100,
-    method: Literal["wilcoxon", "t-test", "t-test_overestim_var", "logreg"] = "wilcoxon",
+    method: DeMethod = "wilcoxon",
     rank_by: Literal["abs_score", "score"] = "abs_score",
     layer: str | None = None,
 ) -> np.ndarray:
@@ -52,26 +85,26 @@ def top_de_genes(
     -------
     Integer indices into ``adata.var_names`` of the top genes, shape (min(n_genes, n_vars),).
     """
-    ti = np.flatnonzero(target) if np.asarray(target).dtype == bool else np.asarray(target, dtype=int)
-    ri = (
-        np.flatnonzero(reference) if np.asarray(reference).dtype == bool else np.asarray(reference, dtype=int)
-    )
-    if len(ti) < 2 or len(ri) < 2:
-        msg = f"need at least 2 target and 2 reference cells, got {len(ti)} and {len(ri)}"
-        raise ValueError(msg)
     x = adata.layers[layer] if layer is not None else adata.X
-    sub = x[np.concatenate([ti, ri])]
-    tmp = AnnData(sub if sp.issparse(sub) else dense(sub))
-    tmp.var_names = np.arange(adata.n_vars).astype(str)
-    tmp.obs["group"] = pd.Categorical(["target"] * len(ti) + ["reference"] * len(ri))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        sc.tl.rank_genes_groups(
-            tmp, "group", groups=["target"], reference="reference", method=method, n_genes=adata.n_vars
-        )
-    res = tmp.uns["rank_genes_groups"]
-    names = np.asarray([r[0] for r in res["names"]]).astype(int)  # (n_vars,) scanpy order
-    scores = np.asarray([r[0] for r in res["scores"]], dtype=np.float64)
-    scores = np.nan_to_num(scores, nan=0.0)
+    names, scores, _ = _rank(x[_indices(target)], x[_indices(reference)], method)
     order = np.argsort(-np.abs(scores), kind="stable") if rank_by == "abs_score" else np.arange(len(names))
     return names[order][: min(n_genes, adata.n_vars)]
+
+
+def de_genes(target: Any, reference: Any, *, fdr: float = 0.05, method: DeMethod = "wilcoxon") -> np.ndarray:
+    """The genes differentially expressed between two sets of cells at a false discovery rate, most significant first.
+
+    ``rank_genes_groups`` (``method``) of ``target`` (cells x genes, dense or sparse) against ``reference``; genes
+    whose Benjamini-Hochberg adjusted p-value is below ``fdr``, ordered by the absolute test statistic. The same
+    test and threshold for real and predicted cells (against the same real control cells) make the DE overlap of
+    :func:`scflowlm.metrics.de_overlap` (cell-eval orders by the absolute log fold change instead, which is not
+    defined for log-expression that a PCA map can make negative).
+
+    Returns
+    -------
+    Integer indices of the genes (columns), possibly empty.
+    """
+    names, scores, padj = _rank(target, reference, method)
+    keep = padj < fdr
+    names, scores = names[keep], scores[keep]
+    return names[np.argsort(-np.abs(scores), kind="stable")]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -11,27 +10,10 @@ import pandas as pd
 
 from .._constants import EVALUATE_KEY, UNS_KEY
 from .._docs import doc_params
-from .._utils import (
-    dense,
-    group_means,
-    obs_mask,
-    pca_coords,
-    random_state,
-    subsample_idx,
-)
-from ..data import ConditionTable, estimate_shifts, same_value
-from ..metrics import (
-    adaptive_mmd,
-    edistance,
-    fit_leiden_classifier,
-    inception_score,
-    joint_embedding,
-    leiden_kl,
-    mean_correlations,
-    mmd,
-    wasserstein,
-)
-from ._de import top_de_genes
+from .._utils import dense, obs_mask, pca_coords
+from ..data import ConditionTable, same_value
+from ..metrics import fit_leiden_classifier
+from . import _scores
 from ._utils import _check_keys, _combination_sep, _conditions_in, _resolve_keys
 
 if TYPE_CHECKING:
@@ -43,26 +25,48 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-#: the distribution distances, by name: ``f(real, pred, options)`` on two sets of cells
-_DISTANCES = {
-    "mmd": lambda a, b, o: mmd(a, b, gamma=o["gamma"], seed=o["seed"]),
-    "adaptive_mmd": lambda a, b, o: adaptive_mmd(a, b),
-    "wasserstein": lambda a, b, o: wasserstein(a, b, method=o["w2_method"]),
-    "edistance": lambda a, b, o: edistance(a, b),
-}
-#: the correlations of mean expression (:func:`scflowlm.metrics.mean_correlations`), on all genes
-_CORRELATIONS = ("r2", "r2_score", "pearson", "spearman", "pearson_delta", "pearson_interaction", "mae")
+#: the metrics of mean expression (:func:`scflowlm.metrics.mean_correlations`), on the condition's genes
+_CORRELATIONS = (
+    "r2",
+    "r2_score",
+    "pearson",
+    "spearman",
+    "pearson_delta",
+    "pearson_interaction",
+    "mae",
+    "mse",
+)
 #: every metric :func:`evaluate` knows, by the group names accepted in its ``metrics`` argument (the one registry)
 METRIC_GROUPS = {
     "correlation": _CORRELATIONS + tuple(f"{m}_de" for m in _CORRELATIONS),
-    "distribution": tuple(_DISTANCES),
+    "spread": ("r2_var", "r2_var_de"),
+    "distribution": tuple(_scores.DISTANCES),
     "leiden": ("leiden_kl", "inception_score"),
+    "discrimination": ("discrimination",),
+    "de": ("de_overlap",),
+    "signal": ("signal_ratio",),
 }
 METRICS = tuple(m for group in METRIC_GROUPS.values() for m in group)
 METRIC_GROUPS["all"] = METRICS
-CORRELATION_METRICS, DISTRIBUTION_METRICS, LEIDEN_METRICS = (
-    METRIC_GROUPS[g] for g in ("correlation", "distribution", "leiden")
-)
+#: columns a metric brings with it
+_COMPANIONS = {"de_overlap": ("n_de_real", "n_de_pred"), "signal_ratio": ("has_signal",)}
+#: whether a higher value of a metric is better (what :func:`scflowlm.tl.compare` calls better or worse)
+HIGHER_IS_BETTER = {m: True for m in METRICS} | {
+    m: False
+    for m in (
+        "mae",
+        "mae_de",
+        "mse",
+        "mse_de",
+        "mmd",
+        "adaptive_mmd",
+        "wasserstein",
+        "edistance",
+        "leiden_kl",
+        "discrimination",
+    )
+}
+_MEAN_METRICS = METRIC_GROUPS["correlation"] + METRIC_GROUPS["spread"]
 
 
 def _resolve_metrics(metrics: str | Sequence[str] | None) -> list[str]:
@@ -80,82 +84,6 @@ def _resolve_metrics(metrics: str | Sequence[str] | None) -> list[str]:
     return out
 
 
-@dataclass
-class _Condition:
-    """The cells of one evaluated condition: real, predicted, and the real controls of its context."""
-
-    real: np.ndarray  # boolean masks over adata_real / adata_pred
-    pred: np.ndarray
-    control: np.ndarray | None  # None for a control condition or fewer than 2 controls
-    additive: np.ndarray | None = None  # [G] tl.baseline_additive's mean expression (None: no estimate)
-
-
-def _correlations(
-    adata_real, adata_pred, cells: _Condition, wanted, *, n_top_de, de_method
-) -> dict[str, float]:
-    """Correlations of means on all genes, then on the top DE genes of the real condition (suffix ``_de``)."""
-    xr, xp = adata_real.X[cells.real], adata_pred.X[cells.pred]
-    xc = adata_real.X[cells.control] if cells.control is not None else None
-    row = mean_correlations(xr, xp, control=xc, reference=cells.additive)
-    if any(m.endswith("_de") for m in wanted) and cells.control is not None and cells.real.sum() >= 2:
-        de = top_de_genes(
-            adata_real, target=cells.real, reference=cells.control, n_genes=n_top_de, method=de_method
-        )
-        de_row = mean_correlations(xr, xp, control=xc, reference=cells.additive, genes=de)
-        row |= {f"{k}_de": v for k, v in de_row.items()}
-    return row
-
-
-def _additive_means(
-    adata_real, conditions, keys, perturbation_key, control_value, sep
-) -> list[np.ndarray | None]:
-    """:func:`~scflowlm.tl.baseline_additive`'s mean expression ``[G]`` of each condition (``None``: no estimate).
-
-    The context's control mean plus the estimate of :func:`scflowlm.data.estimate_shifts` (``"pooled"``), from the
-    real cells of other conditions (a condition's own cells are never used).
-    """
-    table, rows = ConditionTable.from_obs(
-        adata_real.obs,
-        keys,
-        perturbation_key=perturbation_key,
-        control_value=control_value,
-        combination_sep=sep,
-    )
-    means = group_means(adata_real.X, rows, len(table))  # [C, G]
-    measured = np.bincount(rows[rows >= 0], minlength=len(table)) > 0
-    typed = [{k: table.typed(k, c[k])[0] for k in keys} for c in conditions]
-    estimates = estimate_shifts(table, measured, typed, mode="pooled", similarity_means=means)
-    out = []
-    for cond, estimate in zip(typed, estimates, strict=True):
-        control = table.row_of(cond | {perturbation_key: control_value})
-        out.append(means[control] + estimate.apply(means) if estimate.terms and control >= 0 else None)
-    return out
-
-
-def _distances(
-    real, pred, wanted, *, space, gamma, w2_method, max_cells, n_umap, seed, subsample_seed
-) -> dict:
-    """The distribution distances in ``space``, each set subsampled to ``max_cells`` first."""
-    rng = random_state(subsample_seed)
-    a, b = real[subsample_idx(len(real), max_cells, rng)], pred[subsample_idx(len(pred), max_cells, rng)]
-    if len(a) < 2 or len(b) < 2:
-        return {}
-    if space == "umap":
-        a, b = joint_embedding(a, b, space="umap", n_components=n_umap, seed=seed)
-    options = {"gamma": gamma, "seed": seed, "w2_method": w2_method}
-    return {m: _DISTANCES[m](a, b, options) for m in wanted if m in _DISTANCES}
-
-
-def _leiden(clf: LeidenClassifier, real_labels: np.ndarray, pred: np.ndarray, wanted) -> dict[str, float]:
-    """Leiden-cluster KL of the predicted vs the real cells, and the inception score of the predicted ones."""
-    out = {}
-    if "leiden_kl" in wanted:
-        out["leiden_kl"] = leiden_kl(None, pred, classifier=clf, real_labels=real_labels)
-    if "inception_score" in wanted:
-        out["inception_score"] = inception_score(pred, classifier=clf)
-    return out
-
-
 @doc_params()
 def evaluate(
     adata_real: AnnData,
@@ -170,6 +98,8 @@ def evaluate(
     rep: str | None = None,
     n_top_de: int = 100,
     de_method: Literal["wilcoxon", "t-test", "t-test_overestim_var", "logreg"] = "wilcoxon",
+    de_fdr: float = 0.05,
+    exclude_perturbed: bool | Literal["auto"] = "auto",
     max_cells: int | None = 1000,
     mmd_gamma: float | Sequence[float] | str | None = None,
     w2_method: Literal["exact", "sinkhorn"] = "exact",
@@ -183,27 +113,41 @@ def evaluate(
     """Evaluate predicted cells against real cells, condition by condition.
 
     A condition is one combination of the ``condition_keys`` values present in both ``adata_pred`` and
-    ``adata_real``. Its context is the values of the other keys (all but ``perturbation_key``); its control
-    cells are the real cells of the same context with ``perturbation_key == control_value``.
+    ``adata_real`` (a combination matches in any order: ``"B+A"`` is ``"A+B"``). Its context is the values of the
+    other keys (all but ``perturbation_key``); its control cells are the real cells of the same context with
+    ``perturbation_key == control_value``. The metrics are explained, with when each misleads, on the docs'
+    metrics page.
 
     Metrics (columns; see ``metrics``):
 
-    - correlations of mean expression over all genes (``X``): ``r2`` (Pearson r squared, as the paper's
-      tables), ``r2_score`` (coefficient of determination), ``pearson``, ``spearman``, ``pearson_delta``
+    - ``"correlation"``, of mean expression over the condition's genes (``X``): ``r2`` (Pearson r squared, as the
+      paper's tables), ``r2_score`` (coefficient of determination), ``pearson``, ``spearman``, ``pearson_delta``
       (Pearson r of the change from the control mean), ``pearson_interaction`` (Pearson r of the prediction minus
       :func:`~scflowlm.tl.baseline_additive`'s with the real cells minus it: what the prediction gets right beyond
-      the additive expectation; NaN where the additive baseline has no estimate) and ``mae`` (mean absolute error
-      of the means; :func:`scflowlm.metrics.mean_correlations`);
-    - the same on the ``n_top_de`` top DE genes of the real condition against its control cells
+      the additive expectation; NaN where the additive baseline has no estimate), ``mae`` and ``mse`` (mean
+      absolute and squared error of the means; :func:`scflowlm.metrics.mean_correlations`);
+      the same on the ``n_top_de`` top DE genes of the real condition against its control cells
       (:func:`scflowlm.tl.top_de_genes`, ``de_method``), suffix ``_de``;
-    - distribution distances between the real and predicted cells of the condition, each set subsampled to
+    - ``"spread"``: ``r2_var`` (and ``r2_var_de``), R^2 of the per-gene variance
+      (:func:`scflowlm.metrics.variance_r2`);
+    - ``"distribution"``: distances between the real and predicted cells of the condition, each set subsampled to
       ``max_cells`` (``seed``): ``mmd``, ``adaptive_mmd``, ``wasserstein``, ``edistance``
       (:mod:`scflowlm.metrics`), computed in ``space``: ``"umap"`` (paper: a 10-D UMAP fitted on the
       condition's real + predicted cells, from their PCA coordinates), ``"pca"`` (the PCA coordinates) or
       ``"raw"`` (genes of ``X``);
-    - ``leiden_kl`` and ``inception_score``: a Leiden clustering (``leiden_resolution``) of all real cells in
-      PCA space and an MLP trained on it (:func:`scflowlm.metrics.fit_leiden_classifier`), fitted once; the
-      predicted cells of each condition are classified and compared with the real cells of the condition.
+    - ``"leiden"``: ``leiden_kl`` and ``inception_score``: a Leiden clustering (``leiden_resolution``) of all real
+      cells in PCA space and an MLP trained on it (:func:`scflowlm.metrics.fit_leiden_classifier`), fitted once;
+      the predicted cells of each condition are classified and compared with the real cells of the condition;
+    - ``"discrimination"``: the normalised rank of the condition's own real change among the real changes of every
+      perturbed condition of ``adata_real`` (:func:`scflowlm.metrics.discrimination`; 0 is perfect, 0.5 chance);
+    - ``"de"``: ``de_overlap``, the share of the real condition's DE genes among the prediction's top DE genes
+      (both against the real control cells, the same test ``de_method`` and false discovery rate ``de_fdr``, the
+      predicted cells subsampled to the real count so both tests have the same power;
+      :func:`scflowlm.metrics.de_overlap`), with the counts ``n_de_real`` and ``n_de_pred``;
+    - ``"signal"``: ``signal_ratio``, the norm of the real condition's change over its half-split noise
+      (:func:`scflowlm.metrics.signal_to_noise`), and ``has_signal`` (ratio at least 2; False where it cannot be
+      measured): a condition without signal moves no further than the sampling of its own cells, so its scores
+      measure noise.
 
     PCA coordinates: real cells from ``adata_real.obsm[rep]``; predicted cells from ``adata_pred.obsm[rep]``
     when present, else ``adata_pred.X`` projected with ``adata_real.varm["PCs"]`` after centring on the real
@@ -228,7 +172,8 @@ def evaluate(
         Conditions to evaluate (dicts ``{key: value}``); default: every condition of ``adata_pred`` that is in
         ``adata_real`` (control conditions only with ``include_controls``).
     metrics
-        Metric names and/or groups (``"correlation"``, ``"distribution"``, ``"leiden"``, ``"all"``); all if None.
+        Metric names and/or groups (``"correlation"``, ``"spread"``, ``"distribution"``, ``"leiden"``,
+        ``"discrimination"``, ``"de"``, ``"signal"``, ``"all"``); all if None.
     space
         %(space)s
     rep
@@ -237,6 +182,13 @@ def evaluate(
         Number of top DE genes.
     de_method
         Test of ``sc.tl.rank_genes_groups``.
+    de_fdr
+        False discovery rate (Benjamini-Hochberg) below which a gene is DE, for ``de_overlap``.
+    exclude_perturbed
+        Leave a condition's perturbed genes (its single perturbations that are genes of ``var_names``, as in a
+        CRISPRa/i screen, where the target gene trivially moves) out of every metric of expression (means, spread,
+        DE genes, discrimination, signal), as cell-eval and the Turbine benchmark do. ``"auto"`` (default): where
+        the perturbation names are genes of ``var_names``. The column ``n_excluded`` counts them.
     max_cells
         Subsample size per set for the distribution metrics (O(n^2) memory and time). None keeps all.
     mmd_gamma
@@ -253,14 +205,15 @@ def evaluate(
     include_controls
         Also evaluate control conditions (their change and DE metrics are NaN).
     seed
-        Seed of subsampling, UMAP, Leiden and the classifier.
+        Seed of subsampling, UMAP, Leiden, the classifier and the half splits.
     key_added
         Where the table is stored in ``adata_pred.uns`` (not stored if None).
 
     Returns
     -------
-    DataFrame with one row per condition: the ``condition_keys`` columns, ``n_real``, ``n_pred``, then one
-    column per metric.
+    DataFrame with one row per condition: the ``condition_keys`` columns, ``n_real``, ``n_pred``, ``n_excluded``,
+    then one column per metric (and ``n_de_real``, ``n_de_pred`` after ``de_overlap``, ``has_signal`` after
+    ``signal_ratio``).
 
     Writes ``adata_pred.uns["scflowlm_evaluate" | key_added]``: the same table (pandas DataFrame), which
     :func:`scflowlm.pl.evaluate` plots. Nothing else is written; ``adata_real`` is not changed.
@@ -277,11 +230,14 @@ def evaluate(
     if perturbation_key not in keys:
         msg = f"perturbation_key {perturbation_key!r} must be one of condition_keys {keys}"
         raise ValueError(msg)
+    if exclude_perturbed not in (True, False, "auto"):
+        msg = f"exclude_perturbed must be True, False or 'auto', got {exclude_perturbed!r}"
+        raise ValueError(msg)
     _check_keys(adata_real, keys, "adata_real")
     _check_keys(adata_pred, keys, "adata_pred")
     wanted = _resolve_metrics(metrics)
-    need_genes = any(m in CORRELATION_METRICS for m in wanted) or space == "raw"
-    if need_genes and list(adata_real.var_names) != list(adata_pred.var_names):
+    expression = [m for m in wanted if m not in METRIC_GROUPS["distribution"] + METRIC_GROUPS["leiden"]]
+    if (expression or space == "raw") and list(adata_real.var_names) != list(adata_pred.var_names):
         msg = "adata_real and adata_pred must have the same var_names (same order)"
         raise ValueError(msg)
     context_keys = [k for k in keys if k != perturbation_key]
@@ -297,10 +253,10 @@ def evaluate(
     conditions = [{k: str(c[k]) for k in keys} for c in conditions]
 
     pca_real = pca_pred = None
-    if any(m in DISTRIBUTION_METRICS + LEIDEN_METRICS for m in wanted):
+    if any(m in METRIC_GROUPS["distribution"] + METRIC_GROUPS["leiden"] for m in wanted):
         pca_real, pca_pred = pca_coords(adata_real, adata_pred, rep=rep)  # (n_real, k), (n_pred, k)
     clf = real_labels = None
-    if any(m in LEIDEN_METRICS for m in wanted):
+    if any(m in METRIC_GROUPS["leiden"] for m in wanted):
         clf = leiden_classifier or fit_leiden_classifier(pca_real, resolution=leiden_resolution, seed=seed)
         real_labels = (
             clf.labels
@@ -312,32 +268,55 @@ def evaluate(
 
     additive = [None] * len(conditions)
     if any("interaction" in m for m in wanted):
-        additive = _additive_means(adata_real, conditions, keys, perturbation_key, control_value, sep)
-    rows = []
+        additive = _scores.additive_means(adata_real, conditions, keys, perturbation_key, control_value, sep)
+    singles = ConditionTable.from_obs(
+        adata_real.obs[[perturbation_key]],
+        [perturbation_key],
+        perturbation_key=perturbation_key,
+        control_value=control_value,
+        combination_sep=sep,
+    )[0]
+    genes_are_perturbed = exclude_perturbed is True or (
+        exclude_perturbed == "auto" and bool(set(singles.singles()) & set(map(str, adata_real.var_names)))
+    )
+    rows, cells_of = [], []
     for i, cond in enumerate(conditions):
         m_real, m_pred = obs_mask(adata_real.obs, cond, **mask_of), obs_mask(adata_pred.obs, cond, **mask_of)
         row: dict[str, Any] = dict(cond) | {"n_real": int(m_real.sum()), "n_pred": int(m_pred.sum())}
+        is_control = same_value(cond[perturbation_key], control_value)
+        excluded = (
+            _scores.perturbed_genes(adata_real.var_names, singles.singles_of(cond[perturbation_key]))
+            if genes_are_perturbed and not is_control
+            else np.zeros(0, dtype=int)
+        )
+        row["n_excluded"] = len(excluded)
+        cells = None
         if row["n_real"] and row["n_pred"]:
-            ctrl = obs_mask(
-                adata_real.obs, {k: cond[k] for k in context_keys} | {perturbation_key: control_value}
+            ctrl = _scores.control_mask(adata_real.obs, cond, context_keys, perturbation_key, control_value)
+            cells = _scores.ConditionCells(
+                m_real,
+                m_pred,
+                ctrl if not is_control and ctrl.sum() >= 2 else None,
+                np.setdiff1d(np.arange(adata_real.n_vars), excluded),
+                additive[i],
             )
-            is_control = same_value(cond[perturbation_key], control_value)
-            cells = _Condition(
-                m_real, m_pred, ctrl if not is_control and ctrl.sum() >= 2 else None, additive[i]
-            )
-            if any(m in CORRELATION_METRICS for m in wanted):
-                row |= _correlations(
+            if any(m in _MEAN_METRICS for m in wanted):
+                row |= _scores.correlations(
                     adata_real, adata_pred, cells, wanted, n_top_de=n_top_de, de_method=de_method
                 )
-            if any(m in DISTRIBUTION_METRICS for m in wanted):
+            if "de_overlap" in wanted:
+                row |= _scores.de_agreement(
+                    adata_real, adata_pred, cells, method=de_method, fdr=de_fdr, seed=seed
+                )
+            if "signal_ratio" in wanted:
+                row |= _scores.signal(adata_real, cells, seed=seed)
+            if any(m in METRIC_GROUPS["distribution"] for m in wanted):
                 if space == "raw":
-                    real, pred = (
-                        dense(adata_real.X[np.flatnonzero(m_real)]),
-                        dense(adata_pred.X[np.flatnonzero(m_pred)]),
-                    )
+                    real = dense(adata_real.X[np.flatnonzero(m_real)])
+                    pred = dense(adata_pred.X[np.flatnonzero(m_pred)])
                 else:
                     real, pred = pca_real[m_real], pca_pred[m_pred]
-                row |= _distances(
+                row |= _scores.distances(
                     real,
                     pred,
                     wanted,
@@ -350,9 +329,28 @@ def evaluate(
                     subsample_seed=seed + i,
                 )
             if clf is not None:
-                row |= _leiden(clf, real_labels[m_real], pca_pred[m_pred], wanted)
+                row |= _scores.leiden(clf, real_labels[m_real], pca_pred[m_pred], wanted)
         rows.append(row)
-    df = pd.DataFrame(rows, columns=[*keys, "n_real", "n_pred", *wanted])
+        cells_of.append(cells)
+    if "discrimination" in wanted and rows:
+        ranks = _scores.discrimination_ranks(
+            adata_real,
+            adata_pred,
+            conditions,
+            cells_of,
+            keys=keys,
+            perturbation_key=perturbation_key,
+            control_value=control_value,
+            sep=sep,
+        )
+        for row, rank in zip(rows, ranks, strict=True):
+            row["discrimination"] = rank
+    columns = [*keys, "n_real", "n_pred", "n_excluded"]
+    for m in wanted:
+        columns += [m, *_COMPANIONS.get(m, ())]
+    df = pd.DataFrame(rows, columns=columns)
+    if "has_signal" in df:  # False where it cannot be measured (a control, fewer than 4 cells)
+        df["has_signal"] = df["has_signal"].fillna(value=False).astype(bool)
     if key_added is not None:
         adata_pred.uns[key_added] = df
     return df

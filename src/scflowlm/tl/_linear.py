@@ -64,7 +64,10 @@ def baseline_linear(
     - ``W`` [K, E] by ridge regression on both sides (penalty ``ridge``), in closed form as in the paper.
 
     A condition to predict gets ``G W P + b``; a combination ``"A+B"`` the sum of the predicted singles (the
-    paper's additive rule for double perturbations). A single never seen in training gets only the mean change
+    paper's additive rule for double perturbations). With gene vectors this is close to, but not, the GenePert
+    recipe: the change is read through the ``K`` gene PCs (a low-rank map) and every single, measured or not, gets
+    the fitted value rather than its own shift; :func:`baseline_ridge` is GenePert's plain ridge from a vector to
+    the change of every gene, with its penalty chosen leave-one-out. A single never seen in training gets only the mean change
     ``b``, unless ``perturbation_embeddings`` gives it a vector: then ``G W P + b`` reaches perturbations never
     measured. The predicted change is added to the context's own control cells, as the other ``baseline_*``
     functions do.
