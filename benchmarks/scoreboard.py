@@ -14,20 +14,28 @@ Data (preprocessed the same way for every model; PCA fitted on all cells of a da
   none of its genes is perturbed in any training cell. The singles are scored as ``perturbench-genes``, the pairs
   as ``perturbench-genes-pairs``. Besides the defaults, CaLMFlow and OT-CFM run with gene vectors
   (``setup_anndata(perturbation_embeddings=...)``): text vectors (:func:`scflowlm.data.gene_text_embeddings`
-  of the genes' NCBI names and designations) and data vectors (:func:`scflowlm.data.gene_loading_embeddings`,
-  each gene's row of the PCA loadings: only genes among the data's 500 measured genes have one).
+  of the genes' NCBI names and designations) and knowledge vectors (:func:`scflowlm.data.gene_knowledge_embeddings`:
+  GO annotations, literature).
 
 Rows: CaLMFlow at its defaults (``CaLMFlowModel(adata)``, ``train()`` with no arguments), OT-CFM at its defaults
-(``CFMModel(adata)``), the control mean, the pooled additive shift, the nearest-context shift, the mean training
-shift (K562 only: :func:`scflowlm.tl.baseline_mean_shift`), the linear PCA-ridge baseline
-(:func:`scflowlm.tl.baseline_linear`; with the same gene vectors as the models where they have them), CellFlow (``cellflow-tools`` in a virtual env of its
-own made by ``benchmarks/_peers.py``; one seed unless ``--cellflow-seeds``) and the real-vs-real floor.
+(``CFMModel(adata)``), the control mean, the pooled additive shift (and, on K562, with a scale learned on the training
+combinations: ``tl.baseline_additive(scale="fit")``), the nearest-context shift, the mean training shift (K562 only:
+:func:`scflowlm.tl.baseline_mean_shift`), the linear PCA-ridge baseline (:func:`scflowlm.tl.baseline_linear`), and
+on the genes never perturbed the linear, ridge (:func:`scflowlm.tl.baseline_ridge`) and k-nearest-neighbour
+(:func:`scflowlm.tl.baseline_knn`) baselines with the same gene vectors as the models, CellFlow (``cellflow-tools``
+in a virtual env of its own made by ``benchmarks/_peers.py``; one seed unless ``--cellflow-seeds``) and the
+real-vs-real floor.
 Learned models predict one cell per control cell of the held-out context, as the shift baselines do.
 
 Columns: all-genes R^2 (``r2``), top-100 DE R^2 (``r2_de``), Pearson r of the change from the control mean on the
 top-100 DE genes (``pearson_delta_de``), the interaction score on those genes (``pearson_interaction_de``: Pearson r of
-the prediction minus the additive baseline's with the real cells minus it), E-distance and MMD (RBF, median bandwidth) in the 50-d PCA space, all from
-:func:`scflowlm.tl.evaluate`, and the training wall time. Per held-out condition: mean +- sd over seeds; per data
+the prediction minus the additive baseline's with the real cells minus it), MSE and MAE of the mean profile,
+variance R^2 on the DE genes, discrimination, DE overlap (with both DE counts), E-distance and MMD (RBF, median
+bandwidth) in the 50-d PCA space, and the signal ratio of the held-out condition, all from
+:func:`scflowlm.tl.evaluate` (perturbed genes left out on K562), and the training wall time. After the tables:
+CaLMFlow (and every learned row) against the best baseline of each data set with :func:`scflowlm.tl.compare`'s
+bootstrap CIs and the share of the gap closed, on all held-out conditions and on those with signal, and cell-eval's
+own VCC profile on :func:`scflowlm.tl.to_cell_eval` output beside ours. Per held-out condition: mean +- sd over seeds; per data
 set: the mean over conditions of the seed means and of the seed sds; for CaLMFlow a win/tie/loss count against
 every other row over the held-out conditions (tie: a difference within 0.005 for R^2 and r, within 2 % for
 E-distance and MMD).
@@ -91,9 +99,12 @@ N_GENE_FOLDS = 3
 #: learned rows with gene vectors, run on ``perturbench-genes`` besides ``--models``
 VECTOR_ROWS = {
     "CaLMFlow + text vectors": ("CaLMFlow", "text"),
-    "CaLMFlow + data vectors": ("CaLMFlow", "data"),
-    "OT-CFM + text vectors": ("CFM", "text"),
+    "CaLMFlow + GO vectors": ("CaLMFlow", "go"),
+    "CaLMFlow + literature vectors": ("CaLMFlow", "literature"),
+    "OT-CFM + GO vectors": ("CFM", "go"),
 }
+#: the gene vector sources of the genes data set: text, and the knowledge sources of gene_knowledge_embeddings
+VECTOR_SOURCES = ("text", "go", "literature")
 KW = C.KEYS
 KEYS = KW["condition_keys"]
 BASELINES = {
@@ -162,9 +173,10 @@ def load(name: str) -> tuple[sc.AnnData, dict, list[list[dict]]]:
 
 
 def gene_vectors(adata, kind: str) -> pd.DataFrame:
-    """Gene vectors of every perturbed gene of ``adata``: ``"text"`` (NCBI names embedded) or ``"data"`` (PCA loadings).
+    """Gene vectors of every perturbed gene of ``adata``: ``"text"`` (NCBI names embedded), ``"go"`` or
+    ``"literature"`` (:func:`scflowlm.data.gene_knowledge_embeddings`), or ``"data"`` (PCA loadings).
 
-    Text vectors look the genes up by their names in the screen (``obs["perturbation_raw"]``: the data's MAP3K21 is
+    The vectors look the genes up by their names in the screen (``obs["perturbation_raw"]``: the data's MAP3K21 is
     KIAA1804 in the shipped NCBI table) and are indexed by the condition's names.
     """
     conds = adata.obs[["condition", "perturbation_raw"]].astype(str).drop_duplicates()
@@ -174,7 +186,11 @@ def gene_vectors(adata, kind: str) -> pd.DataFrame:
             raw |= dict(zip(cond.split("+"), name.split("+"), strict=True))
     if kind == "data":
         return scflowlm.data.gene_loading_embeddings(adata, genes=sorted(raw))
-    vectors = scflowlm.data.gene_text_embeddings(sorted(set(raw.values())))
+    names = sorted(set(raw.values()))
+    if kind in ("go", "literature"):
+        vectors = scflowlm.data.gene_knowledge_embeddings(names, sources=[kind])
+    else:
+        vectors = scflowlm.data.gene_text_embeddings(names)
     by_name = {name: gene for gene, name in raw.items()}
     return vectors.rename(index=by_name)
 
@@ -372,7 +388,7 @@ def run(args) -> pd.DataFrame:
         for scored in {dataset_of(dataset, c) for group in groups for c in group}:
             ADATA[scored] = adata
         vectors = (
-            {k: gene_vectors(adata, k) for k in ("text", "data")} if dataset == "perturbench-genes" else {}
+            {k: gene_vectors(adata, k) for k in VECTOR_SOURCES} if dataset == "perturbench-genes" else {}
         )
         if args.n_holdouts:
             groups = groups[: args.n_holdouts] if dataset == "kang" else [groups[0][: args.n_holdouts]]

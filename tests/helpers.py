@@ -107,7 +107,7 @@ def flow_data(
         "members": torch.tensor(
             [[-1] if c else [i] for i, c in enumerate(controls or [False] * n_conditions)]
         ),
-        "in_prior": torch.zeros(n_conditions, 1, dtype=torch.bool),
+        "in_head_start": torch.zeros(n_conditions, 1, dtype=torch.bool),
         "known_singles": torch.ones(n_conditions, dtype=torch.bool),
     }
     return FlowData(**(fields | extra))

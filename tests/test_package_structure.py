@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import ast
 import inspect
+import re
 from pathlib import Path
 
 import pytest
 
 from scflowlm import pl, tl
 
-SRC = Path(__file__).resolve().parents[1] / "src" / "scflowlm"
+ROOT = Path(__file__).resolve().parents[1]
+SRC = ROOT / "src" / "scflowlm"
 #: public functions whose first argument is not AnnData, and why
 NOT_ANNDATA_FIRST = {
     "pl.history": "plots a model's training history (or that history dict)",
@@ -127,3 +129,67 @@ def test_only_public_names_cross_subpackage_borders():
     """A subpackage imports another's public names; what several share lives in scflowlm._utils."""
     bad = cross_package_private_imports()
     assert not bad, "imports of another subpackage's private names:\n" + "\n".join(bad)
+
+
+def _allowed_imports() -> dict[str, set[str]]:
+    """The "may import" table of docs/contributing.md: subpackage -> the scflowlm subpackages it may import."""
+    table = {}
+    for line in (ROOT / "docs" / "contributing.md").read_text().splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 3 and cells[0].startswith("`scflowlm."):
+            package = cells[0].strip("`").split(".", 1)[1]
+            table[package] = {m.strip("`") for m in re.findall(r"`[^`]+`", cells[2])}
+    return table
+
+
+def subpackage_imports_outside_the_table(src: Path = SRC) -> list[str]:
+    """Imports of a scflowlm subpackage that the "may import" table does not allow (package-level leaf modules such
+    as ``_constants`` and ``_warnings`` may be imported by all)."""
+    allowed, bad = _allowed_imports(), []
+    for path in sorted(src.rglob("*.py")):
+        rel = path.relative_to(src)
+        if len(rel.parts) < 2:
+            continue
+        own = rel.parts[0]
+        for module, _ in _imports(path, src):
+            parts = module.split(".")
+            if parts[0] != "scflowlm" or len(parts) < 2 or parts[1] == own:
+                continue
+            target = parts[1]
+            if target.startswith("_") and target != "_utils":
+                continue
+            if target not in allowed.get(own, set()):
+                bad.append(f"{rel.as_posix()} imports scflowlm.{target}")
+    return bad
+
+
+def test_subpackages_import_only_what_the_contributing_page_allows():
+    """The "may import" table of docs/contributing.md, checked: it would have caught _utils/_obs.py importing data
+    before the table said so."""
+    assert set(_allowed_imports()) >= {
+        "data",
+        "_utils",
+        "nn",
+        "module",
+        "train",
+        "metrics",
+        "model",
+        "tl",
+        "pl",
+    }
+    bad = subpackage_imports_outside_the_table()
+    assert not bad, "imports the contributing page does not allow:\n" + "\n".join(sorted(set(bad)))
+
+
+def test_the_import_check_catches_an_import_the_table_forbids(tmp_path):
+    fake = tmp_path / "scflowlm"
+    (fake / "nn").mkdir(parents=True)
+    (fake / "nn" / "_x.py").write_text(
+        "from scflowlm.data import ConditionTable\nfrom .._warnings import W\n"
+    )
+    (fake / "_utils").mkdir()
+    (fake / "_utils" / "_y.py").write_text("from ..tl import evaluate\n")
+    assert subpackage_imports_outside_the_table(fake) == [
+        "_utils/_y.py imports scflowlm.tl",
+        "nn/_x.py imports scflowlm.data",
+    ]

@@ -38,7 +38,20 @@ DOC_SHIFT_TRAINING = """\
 condition would get if it were held out (the flow learns to correct estimates); ``"own"``, at the condition's own
 mean shift (the flow learns the shape of the response around it, predictions keep the estimate's mean)."""
 
-DOC_PRIOR_DROPOUT = """\
+DOC_COMBINATION_SCALE = """\
+``start_shift="additive"`` only: the factor of a combination's head start, the sum of its singles' shifts.
+``"fit"`` (default): one scale learned on the training combinations whose singles are measured (least squares,
+:func:`scflowlm.data.fit_combination_scale`; 1 without such a combination): Norman et al.'s doubles are typically
+about 20% smaller than the sum of their singles. A number: that factor (1: the plain sum)."""
+
+DOC_HEAD_START_PENALTY = """\
+Weight ``lambda`` of a penalty ``lambda * |v|^2`` on the velocity of flows that start at a head start (in
+standardised units, beside the flow-matching error): the flow must lower the error by more than a move costs, so
+where the training conditions teach nothing that carries over it keeps the head start rather than adding its own
+noise. The velocity of such flows also starts at zero, so an untrained flow predicts its head start exactly.
+0: no penalty. Chosen on the scoreboard's K562 pairs (``docs/benchmarks/levers.md``)."""
+
+DOC_HEAD_START_DROPOUT = """\
 Probability that a training condition starts without its head start (drawn per condition and minibatch, with
 the encoder told so), so the model also learns every flow from the control cells alone: what a condition whose
 parts were never measured, or a new context, needs at prediction."""
@@ -143,7 +156,9 @@ FRAGMENTS = {
     "source": DOC_SOURCE,
     "start_shift": DOC_START_SHIFT,
     "shift_training": DOC_SHIFT_TRAINING,
-    "prior_dropout": DOC_PRIOR_DROPOUT,
+    "head_start_dropout": DOC_HEAD_START_DROPOUT,
+    "combination_scale": DOC_COMBINATION_SCALE,
+    "head_start_penalty": DOC_HEAD_START_PENALTY,
     "control_targets": DOC_CONTROL_TARGETS,
     "train_notes": DOC_TRAIN_NOTES,
     "trainer_kwargs": DOC_TRAINER_KWARGS,

@@ -77,7 +77,7 @@ def test_pooled_averages_the_other_contexts():
     np.testing.assert_allclose(got[0], [(2 + 9) / 2, 0, 0])
 
 
-def test_additive_sums_the_measured_singles_of_its_own_context_and_names_them():
+def test_additive_sums_the_singles_of_its_own_context_else_of_the_others_and_names_them():
     measured = np.ones(9, dtype=bool)
     table, _ = _table()
     measured[table.row_of({"ct": "B", "p": "Q"})] = False  # B's Q held out
@@ -88,8 +88,15 @@ def test_additive_sums_the_measured_singles_of_its_own_context_and_names_them():
     )
     np.testing.assert_allclose(got[0], [1, 1, 0])  # the singles, not the pair's own cells
     assert estimates[0].parts == ("P", "Q")
-    np.testing.assert_allclose(got[1], [9, 0, 0])  # only P is measured in B: a partial head start
-    assert estimates[1].parts == ("P",)
+    np.testing.assert_allclose(
+        got[1], [9, 1, 0]
+    )  # P from B; Q, not measured in B, from A (the one other context)
+    assert estimates[1].parts == ("P", "Q")
+    assert estimates[1].source == "own+pooled"
+    [alone] = estimate_shifts(
+        table, measured, [{"ct": "B", "p": "Z"}], mode="additive", similarity_means=_table()[1]
+    )
+    assert not alone.terms  # measured nowhere, no vector: no estimate
     np.testing.assert_allclose(got[2], [1, 0, 0])  # a measured single: its own shift
     assert not estimates[3].terms
 

@@ -47,7 +47,7 @@ def test_covariates_are_the_context_and_the_encoded_singles(adata):
     np.testing.assert_array_equal(
         model.covariate_vector({"cell_type": "T", "condition": "control"}), [0, 0, 1]
     )
-    members = model._members(
+    members = model.catalog.members(
         [
             {"cell_type": "B", "condition": "IFNB+TNF"},
             {"cell_type": "B", "condition": "TNF+IFNB"},
@@ -62,7 +62,9 @@ def test_covariates_are_the_context_and_the_encoded_singles(adata):
     # the module's tables follow the condition codes
     for code, cond in enumerate(model.conditions.to_dict("records")):
         np.testing.assert_array_equal(model.module.covariates[code].numpy(), model.covariate_vector(cond))
-        np.testing.assert_array_equal(model.module.members[code].numpy()[:1], model._members([cond])[0][:1])
+        np.testing.assert_array_equal(
+            model.module.members[code].numpy()[:1], model.catalog.members([cond])[0][:1]
+        )
     assert "OT-CFM" in model._model_summary_string
 
 
@@ -73,7 +75,7 @@ def test_values_only_in_holdout_are_zeroed(adata):
     assert model.module.covariates[:, 1].abs().sum() == 0
     # a single perturbed only in held-out cells keeps no learned embedding either
     held = quiet_train(small_cfm(adata, flow="i"), holdout=[{"condition": "TNF"}, {"condition": "IFNB+TNF"}])
-    assert held.module.known_singles.tolist() == [True, False]
+    assert held.module.encoder.known.tolist() == [True, False]
 
 
 @pytest.mark.parametrize("flow", ["i", "ot", "sb"])

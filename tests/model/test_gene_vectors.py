@@ -57,7 +57,7 @@ def test_a_gene_with_a_vector_and_no_cells_is_predicted_and_survives_save_load(c
     held = {"cell_type": "A", "condition": NEW}
     quiet_train(model, holdout=[held], max_epochs=2, batch_size=30)
     assert NEW in model.vocabulary
-    assert not model.module.known_singles[model.vocabulary.index(NEW)]
+    assert not model.module.encoder.known[model.vocabulary.index(NEW)]
     controls = (adata.obs["condition"] == "control").to_numpy()
     with pytest.warns(ScflowlmWarning, match="never seen"):
         pred = model.predict_perturbation(held, source=controls, seed=0)
@@ -85,7 +85,7 @@ def test_with_a_zero_correction_an_unmeasured_gene_gets_the_ridge_estimate_of_it
     shifts = np.stack([states[labels == s].mean(0) - control_mean for s in SINGLES])
     vectors = adata.uns["gene_vectors"]
     expected = scflowlm.data.vector_shifts(
-        vectors.loc[SINGLES].to_numpy(), shifts, vectors.loc[[NEW]].to_numpy()
+        vectors.loc[SINGLES].to_numpy(), shifts, vectors.loc[[NEW]].to_numpy(), alpha="loo"
     )[0]
     np.testing.assert_allclose(pred.obsm["X_pca"] - states[controls], np.tile(expected, (30, 1)), atol=1e-4)
 
@@ -201,3 +201,21 @@ def test_a_vector_table_in_uns_keeps_the_anndata_writable(tmp_path):
     assert (tmp_path / "model" / "model.pt").exists()
     with pytest.raises(ValueError, match="already exists; pass overwrite=True"):
         model.save(str(tmp_path / "model"))
+
+
+@pytest.mark.parametrize("cls", [scflowlm.CaLMFlowModel, CFMModel])
+def test_the_head_start_of_a_new_gene_is_the_mean_shift_when_vectors_are_noise(cls):
+    """Vectors unrelated to the effects: the head start falls back to the mean training shift, not noise."""
+    adata, _ = linear_effects()
+    noise = pd.DataFrame(np.random.default_rng(7).normal(size=(len(SINGLES) + 1, 3)), index=[*SINGLES, NEW])
+    model = _model(cls, adata, perturbation_embeddings=noise)
+    held = {"cell_type": "A", "condition": NEW}
+    quiet_train(
+        model, holdout=[held], batch_size=30, train_size=1.0, max_steps=0
+    )  # an untrained flow: its head start
+    controls = (adata.obs["condition"] == "control").to_numpy()
+    with pytest.warns(ScflowlmWarning):
+        pred = model.predict_perturbation(held, source=controls, seed=0)
+    train = adata[(adata.obs["condition"] != NEW).to_numpy()].copy()
+    mean = scflowlm.tl.baseline_mean_shift(train, conditions=[held])
+    np.testing.assert_allclose(pred.obsm["X_pca"], mean.obsm["X_pca"], atol=1e-4)

@@ -233,7 +233,7 @@ def test_return_path_of_a_control_source_starts_at_the_source(adata):
 def test_prompt_dropout_trains_on_context_free_prompts(adata):
     setup(adata)
     model = small_model(adata, prompt_dropout=0.5)
-    free = model._context_free_prompts()
+    free = model.catalog.context_free_prompts()
     assert free[model.condition_table.index_of(model.condition_table.encode(HOLDOUT)[1])] == (
         "Generate a cell stimulated with IFNB+TNF:"
     )
@@ -245,9 +245,9 @@ def test_prompt_dropout_trains_on_context_free_prompts(adata):
     with pytest.raises(ValueError, match=r"prompt_dropout must be a number in \[0, 1\)"):
         small_model(adata, prompt_dropout=1.0)
     with pytest.raises(
-        ValueError, match=r"prior_dropout must be a number in \[0, 1\) \(e.g. 0.1\), got '0.1'"
+        ValueError, match=r"head_start_dropout must be a number in \[0, 1\) \(e.g. 0.1\), got '0.1'"
     ):
-        small_model(adata, prior_dropout="0.1")
+        small_model(adata, head_start_dropout="0.1")
 
 
 def test_non_finite_predictions_warn(trained, monkeypatch):

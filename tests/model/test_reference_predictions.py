@@ -3,7 +3,9 @@
 ``data/reference_predictions.npz`` was written by ``python tests/model/test_reference_predictions.py``; every setting
 that a default could change is passed explicitly. Written before the AnnData layer was rebuilt (which kept it), and
 again for the condition encoder and the additive head start of the compose issue (a deliberate change of the
-numerics: a new prefix token, head starts, condition minibatches), before the generation speed work, which kept it.
+numerics: a new prefix token, head starts, condition minibatches), before the generation speed work, which kept it;
+again for the knowledge issue (a head start from every measured cell with a learned combination scale, a velocity
+that starts at zero and pays for departing from the head start), before the condition catalog refactor.
 """
 
 from __future__ import annotations
@@ -31,7 +33,12 @@ TRAIN = {
     "datasplitter_kwargs": {"conditions_per_batch": 1},
 }
 #: the head start both models take on this data (it has a combination)
-PRIOR = {"start_shift": "additive", "prior_dropout": 0.0}
+PRIOR = {
+    "start_shift": "additive",
+    "head_start_dropout": 0.0,
+    "combination_scale": "fit",
+    "head_start_penalty": 3.0,
+}
 CALMFLOW = {
     "n_time_points": 4,
     "n_space_tokens": 2,

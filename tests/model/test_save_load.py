@@ -279,9 +279,9 @@ def _short_condition_means(c):
     c["model_state_dict"]["condition_means"] = c["model_state_dict"]["condition_means"][:-1]
 
 
-def _wide_in_prior(c):
-    prior = c["model_state_dict"]["in_prior"]
-    c["model_state_dict"]["in_prior"] = torch.cat([prior, prior[:, :1]], dim=1)
+def _wide_in_head_start(c):
+    prior = c["model_state_dict"]["in_head_start"]
+    c["model_state_dict"]["in_head_start"] = torch.cat([prior, prior[:, :1]], dim=1)
 
 
 def _newer_parameter(c):
@@ -300,7 +300,7 @@ def _newer_parameter(c):
             _short_condition_means,
             r"is damaged: its data do not fit its \d+ conditions \(condition_means has shape",
         ),
-        (_wide_in_prior, r"is damaged: .*in_prior has shape"),
+        (_wide_in_head_start, r"is damaged: .*in_head_start has shape"),
         (_newer_parameter, r"saved by a newer scflowlm .*gene_embeddings_v9.*Upgrade scflowlm"),
     ],
 )
@@ -313,3 +313,31 @@ def test_damaged_or_newer_save_names_the_cause(saved, tmp_path, change, match):
 def test_load_of_the_model_file_asks_for_its_folder(saved):
     with pytest.raises(NotADirectoryError, match=r"model.pt' is a file; pass the folder that holds it"):
         CaLMFlowModel.load(saved / "model.pt", adata=data())
+
+
+def _earlier_release(c):
+    """A save of the release before the renames: 'prior' names in the state and the init parameters."""
+    state = c["model_state_dict"]
+    for new, old in (
+        ("in_head_start", "in_prior"),
+        ("encoder.known", "known_singles"),
+        ("encoder.covered_token", "encoder.in_prior"),
+    ):
+        state[old] = state.pop(new)
+    params = c["attr_dict"]["init_params_"]["non_kwargs"]
+    params["prior_dropout"] = params.pop("head_start_dropout")
+
+
+def test_a_save_of_the_earlier_release_loads_the_same_model(saved, tmp_path):
+    """Renamed buffers and the renamed head_start_dropout (prior_dropout) of an earlier save load as they were."""
+    path = _damage(saved, tmp_path, _earlier_release)
+    adata = data()
+    with pytest.warns(FutureWarning, match="prior_dropout is now called head_start_dropout"):
+        old = CaLMFlowModel.load(path, adata=adata)
+    new = CaLMFlowModel.load(saved, adata=adata)
+    for key, value in new.module.state_dict().items():
+        torch.testing.assert_close(old.module.state_dict()[key], value)
+    assert (
+        old.init_params_["non_kwargs"]["head_start_dropout"]
+        == new.init_params_["non_kwargs"]["head_start_dropout"]
+    )

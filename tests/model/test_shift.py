@@ -17,7 +17,7 @@ def test_model_starts_held_out_flows_from_the_shifted_controls(adata):
     pred = model.predict_perturbation(held, source=ctrl, seed=0, return_path=True)
     condition = model.condition_table.encode(held)[0]
     means = model.module.condition_means.numpy()
-    expected = model._head_start([condition], means, model._members([condition]), training=False)[0][0]
+    expected = model._head_start([condition], means, model.catalog.members([condition]), training=False)[0][0]
     assert np.abs(expected).max() > 0.5
     np.testing.assert_allclose(pred.obsm["X_path"][:, 0], ctrl.obsm["X_pca"] + expected, atol=1e-4)
     np.testing.assert_allclose(pred.obsm["X_source"], ctrl.obsm["X_pca"], atol=1e-5)  # the cells themselves

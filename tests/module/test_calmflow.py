@@ -58,6 +58,30 @@ def test_kv_cache_matches_full_recomputation(M, rows):
     torch.testing.assert_close(cached[:, 0], x0)
 
 
+@pytest.mark.parametrize(
+    "rows", [[0], [1], [0, 1, 0]], ids=["padded prompt", "one prompt", "several prompts"]
+)
+def test_shared_prefix_decoding_matches_transformers_cached_steps(rows):
+    """One token a step (K = M = 1) on a CPU runs SharedPrefixDecoder: the same path as transformers' cache and as
+    the full recomputation, with a shared left-padded prompt, a shared unpadded one, and one prompt per sequence."""
+    module = make_module(n_space_tokens=1)
+    assert module._decodes_shared(1)
+    x0 = torch.randn(3, 1, 6)
+    ids, mask = module.prompt_ids[rows], module.prompt_mask[rows]
+
+    def roll(**kwargs):
+        return module.rollout(
+            ids, mask, x0, temperature=1.0, generator=torch.Generator().manual_seed(1), **kwargs
+        )
+
+    shared = roll(use_cache=True)
+    module.shared_prefix_decoding = False
+    transformers_cache = roll(use_cache=True)
+    full = roll(use_cache=False)
+    torch.testing.assert_close(shared, transformers_cache, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(shared, full, atol=1e-4, rtol=1e-4)
+
+
 def test_prompt_changes_generation():
     module = make_module()
     x0 = torch.randn(2, 1, 6)

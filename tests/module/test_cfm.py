@@ -26,7 +26,7 @@ def toy_batch(n: int, generator: torch.Generator | None = None) -> dict[str, tor
 def full_covariates(module: CFMModule) -> torch.Tensor:
     """The vector field's covariates ``[C, Pc+E]`` of the module's conditions: context part and encoder output."""
     with torch.no_grad():
-        return module.condition_covariates(module.covariates, module.members, module.in_prior)
+        return module.condition_covariates(module.covariates, module.members, module.in_head_start)
 
 
 def make_module(flow: str = "ot", data=None, **kwargs) -> CFMModule:
@@ -87,7 +87,7 @@ def test_module_shapes():
     )
     rows = torch.tensor([0] * 6 + [1] * 4)
     gens = [torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)]
-    members = {"members": module.members, "in_prior": module.in_prior}
+    members = {"members": module.members, "in_head_start": module.in_head_start}
     out = module.sample(COVARIATES, rows, **members, generators=gens, method="euler", n_steps=5)
     assert out.shape == (10, 2)
     path = module.sample(

@@ -116,13 +116,14 @@ def test_reserved_cache_from_shared_prompts_equals_the_full_pass(n_prompts):
 @pytest.mark.parametrize("padded", [False, True])
 def test_sdpa_backbone_decodes_on_cpu_as_its_full_pass(padded):
     """ "sdpa" runs as scflowlm's kernel (one-query cached steps in broadcast form): same outputs, masks included."""
-    from scflowlm.nn import backbone_forward, new_kv_cache
-    from scflowlm.nn._backbone import SDPA_KERNEL
+    from scflowlm.nn import attention_name, backbone_forward, new_kv_cache
+    from scflowlm.nn._attention import SDPA_KERNEL
 
     torch.manual_seed(0)
     net, _ = build_backbone(tiny_config(), prompts=PROMPTS, attn_implementation="sdpa")
     net.eval()
-    assert net.config._attn_implementation == (SDPA_KERNEL or "sdpa")
+    assert net.config._attn_implementation == SDPA_KERNEL
+    assert attention_name(net.config) == "sdpa"  # the user's choice, as the model's summary shows it
     emb = torch.randn(3, 8, 32)  # [S, T, H]: a prompt of 5, then 3 steps
     mask = torch.ones(3, 8, dtype=torch.long)
     if padded:

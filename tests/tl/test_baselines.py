@@ -109,11 +109,11 @@ def test_nearest_context_picks_most_similar_context():
 
 def test_combination_falls_back_to_sum_of_own_singles():
     adata, truth = _toy()
-    for fn in (tl.baseline_additive, tl.baseline_nearest_context):
+    for fn, source in ((tl.baseline_additive, "own"), (tl.baseline_nearest_context, "P:own;Q:own")):
         out = fn(adata, conditions={"cell_type": "A", "condition": "P+Q"}, **KW)
         assert set(out.obs.condition) == {"P+Q"}
         np.testing.assert_allclose(_mean(out) - _ctrl_mean(adata, "A"), truth["s1"] + truth["s2"], atol=0.2)
-        assert out.obs.source_context.iloc[0] == "P:own;Q:own"
+        assert out.obs.source_context.iloc[0] == source
 
 
 def test_mean_shift_averages_the_other_perturbations_of_the_context():

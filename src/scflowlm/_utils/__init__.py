@@ -15,7 +15,7 @@ from ._arrays import (
     subsample_idx,
     top_pcs,
 )
-from ._checks import check_fraction, check_int
+from ._checks import check_choice, check_fraction, check_int
 from ._logging import quiet_loggers
 from ._obs import obs_mask
 from ._pca import pca_coords
@@ -23,6 +23,7 @@ from ._prediction import PredictionRecord, predicted_anndata
 
 __all__ = [
     "PredictionRecord",
+    "check_choice",
     "check_fraction",
     "check_int",
     "column_mean",

@@ -12,13 +12,15 @@ Modes:
     The same perturbation in the other context whose control mean correlates best with the target context's
     (:func:`scflowlm.tl.baseline_nearest_context`).
 ``"pooled"``
-    The same perturbation averaged over every other context that has it (:func:`scflowlm.tl.baseline_additive`).
+    The same perturbation averaged over every other context that has it (a combination measured as a whole
+    elsewhere included), else the sum of its singles.
 ``"additive"``
-    The sum of the target's single perturbations measured in its own context (a combination "A+B" from its
-    measured singles "A" and "B"); with gene ``vectors``, a part not measured there is estimated from the
-    singles that are (ridge or nearest neighbours); parts left without an estimate are left out of
-    :attr:`ShiftEstimate.parts`. A single gets its own measured shift. This is the head start of the models'
-    additive prior.
+    The sum of the target's single perturbations' shifts (a combination "A+B" from the singles "A" and "B"): each
+    single as measured in the target's own context, else averaged over the other contexts that measured it, else,
+    with gene ``vectors``, estimated from the singles measured in the target's context (ridge or nearest
+    neighbours); parts left without an estimate are left out of :attr:`ShiftEstimate.parts`. A single measured in
+    its context gets its own shift. The one meaning of "additive" in the package: the models' additive head start,
+    :func:`scflowlm.tl.baseline_additive` and the reference of the interaction score.
 ``"mean"``
     The mean shift of every other perturbed condition measured in the target's context, whatever its
     perturbation (:func:`scflowlm.tl.baseline_mean_shift`): what a predictor that ignores the perturbation's
@@ -233,10 +235,16 @@ class _Estimator:
         return out
 
     def _additive(self, ctx: tuple, parts: tuple[str, ...]) -> ShiftEstimate:
-        """The sum of the parts measured as singles in the target's own context (others from their vectors)."""
+        """The sum of the parts' single shifts, each from its own context, else the others, else its gene vector."""
         covered = [s for s in parts if (ctx, (s,)) in self.rows]
         terms = [ShiftTerm(self.rows[(ctx, (s,))], self.controls[ctx]) for s in covered]
         source = "own" if terms else "none"
+        for s in [p for p in parts if p not in covered]:
+            found = self._from_others(ctx, (s,), "pooled")
+            if found is not None:
+                terms += found[0]
+                covered.append(s)
+                source = "pooled" if source == "none" else f"{source}+pooled"
         vectors = self.vector_options.get("vectors")
         left = [s for s in parts if s not in covered and vectors is not None and s in vectors.index]
         if left:

@@ -4,22 +4,24 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import TYPE_CHECKING, Any
+import numbers
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from scvi.model.base import BaseModelClass
 
 from scflowlm._constants import REGISTRY_KEYS
-from scflowlm._utils import check_fraction, group_means
-from scflowlm.data import ConditionTable, PromptBuilder
+from scflowlm._utils import check_choice, check_fraction, group_means
+from scflowlm.data import ConditionCatalog, ConditionTable, PromptBuilder
 from scflowlm.module import FlowData
 
+from ._adapt import AdaptMixin
 from ._gene_map import GeneMap
 from ._generation import GenerationMixin
+from ._registration import SetupMixin
 from ._save_load import SaveLoadMixin
-from ._setup import register, registered_categories
-from ._shift import SHIFT_TRAININGS, HeadStartMixin
+from ._setup import registered_categories
 from ._sources import SourceMixin
 from ._training import TrainingMixin
 
@@ -34,8 +36,14 @@ if TYPE_CHECKING:
 __all__ = ["FlowModelBase"]
 
 
+#: the head starts a control-source flow can take (``start_shift`` of the models)
+START_SHIFTS = ("auto", "none", "additive", "nearest_context")
+#: where ``"nearest_context"`` training flows start (``shift_training`` of the models)
+SHIFT_TRAININGS = ("held_out", "own")
+
+
 class FlowModelBase(
-    TrainingMixin, GenerationMixin, SourceMixin, HeadStartMixin, SaveLoadMixin, BaseModelClass
+    SetupMixin, AdaptMixin, TrainingMixin, GenerationMixin, SourceMixin, SaveLoadMixin, BaseModelClass
 ):
     """Shared AnnData handling of :class:`~scflowlm.model.CaLMFlowModel` and :class:`~scflowlm.model.CFMModel`.
 
@@ -56,8 +64,18 @@ class FlowModelBase(
         super().__init__(adata, registry)
         self.init_params_ = init_params
         params = init_params["non_kwargs"]
-        check_fraction("prior_dropout", params["prior_dropout"])
+        check_fraction("head_start_dropout", params["head_start_dropout"])
+        penalty = params.get("head_start_penalty", 0.0)
+        if (
+            isinstance(penalty, bool)
+            or not isinstance(penalty, numbers.Real)
+            or not np.isfinite(penalty)
+            or penalty < 0
+        ):
+            raise ValueError(f"head_start_penalty must be a finite number >= 0, got {penalty!r}.")
         loading = params["condition_codes"] is not None
+        #: the head start asked for (``"auto"`` is resolved on the registered data; an adapted model resolves it again)
+        self.start_shift_requested_ = params["start_shift"]
         self._init_data(adata, params["condition_codes"])
         source = self._init_source(
             params["source"],
@@ -65,6 +83,7 @@ class FlowModelBase(
             start_shift=params["start_shift"],
             shift_training=params["shift_training"],
             control_targets=params["control_targets"],
+            combination_scale=params.get("combination_scale", 1.0),
         )
         self.module = self._build_module(source, params, loading=loading)
         # what load() needs to rebuild the same model: the training conditions, the resolved source (a load with
@@ -86,10 +105,10 @@ class FlowModelBase(
         """The torch module, built from :meth:`_module_data` (``loading``: a placeholder of the right sizes)."""
         raise NotImplementedError
 
-    def _condition_inputs(self, in_prior: np.ndarray) -> dict[str, torch.Tensor]:
+    def _condition_inputs(self, in_head_start: np.ndarray) -> dict[str, torch.Tensor]:
         """The module's conditioning inputs besides field codes (``prompt_ids``/``prompt_mask``, ``covariates``).
 
-        ``in_prior``: ``[C, P]`` which singles of each registered condition its head start holds.
+        ``in_head_start``: ``[C, P]`` which singles of each registered condition its head start holds.
         """
         raise NotImplementedError
 
@@ -101,91 +120,36 @@ class FlowModelBase(
         """Init parameters to save beyond those given (e.g. a backbone as a config)."""
         return {}
 
-    # ------------------------------------------------------------------ setup
-    @classmethod
-    def setup_anndata(
-        cls,
-        adata: ad.AnnData,
-        *,
-        prompt_template: str,
-        control_template: str | None = None,
-        perturbation_key: str | None = None,
-        control_value: Any = None,
-        obsm_key: str = "X_pca",
-        layer: str | None = None,
-        context_keys: Sequence[str] | None = None,
-        combination_sep: str = "+",
-        perturbation_embeddings: pd.DataFrame | str | None = None,
-        **kwargs,
-    ) -> None:
-        """Register an AnnData: which obs columns make the prompt and where the cell states are.
-
-        Parameters
-        ----------
-        adata
-            Cells x genes; ``adata.obsm[obsm_key]`` holds the cell states (PCA coordinates).
-        prompt_template
-            Prompt with obs column names in braces, e.g.
-            ``"Generate a {cell_type} cell stimulated with {condition}:"``.
-        control_template
-            Prompt used for control cells (``obs[perturbation_key] == control_value``), e.g.
-            ``"Generate an unstimulated {cell_type} cell:"``.
-        perturbation_key
-            The obs column with the perturbation.
-        control_value
-            The label of control cells in ``obs[perturbation_key]``, of the column's type (a number for a
-            numeric column).
-        obsm_key
-            Key of the cell states in ``adata.obsm`` (make them with :func:`scanpy.pp.pca`).
-        layer
-            Layer with the expression that the PCA was computed from (``None``: ``adata.X``); used to map
-            generated states back to genes.
-        context_keys
-            obs columns that define a cell's context (which control cells a perturbed cell starts from with
-            ``source="control"``); defaults to the template fields other than ``perturbation_key``.
-        combination_sep
-            Separator of the single perturbations in a value of ``perturbation_key`` (``"KLF1+MAP2K6"``): the
-            condition encoder reads a combination as its singles, in any order.
-        perturbation_embeddings
-            Gene vectors of single perturbations: a DataFrame (perturbation name -> vector, one row each), or the key
-            of one in ``adata.uns``. The condition encoder reads them through a learned projection, and the
-            additive head start estimates a single never perturbed in training from its vector, so perturbations
-            with a vector but no cells can be predicted. Make them offline with
-            :func:`scflowlm.data.gene_text_embeddings` (names and descriptions of genes) or
-            :func:`scflowlm.data.gene_loading_embeddings` (the data's PCA loadings). Saved with the model.
-        **kwargs
-            Passed to :meth:`scvi.data.AnnDataManager.register_fields` (used by ``load``).
-
-        Notes
-        -----
-        Checks the inputs (finite states and expression, read in chunks for a backed AnnData; template fields
-        present and without missing values; control cells present; distinct conditions get distinct prompts).
-        Writes the integer codes of the template fields and context columns to ``adata.obsm["_scvi_condition"]``
-        and ``adata.obsm["_scvi_context"]``, scvi-tools' registry entries and ``adata.uns["scflowlm"]`` (the keys,
-        for :mod:`scflowlm.tl`); nothing else of ``adata`` changes.
-        """
-        setup_method_args = cls._get_setup_method_args(**locals())
-        register(
-            cls,
-            adata,
-            setup_method_args=setup_method_args,
-            prompt_template=prompt_template,
-            control_template=control_template,
-            perturbation_key=perturbation_key,
-            control_value=control_value,
-            obsm_key=obsm_key,
-            layer=layer,
-            context_keys=context_keys,
-            perturbation_embeddings=perturbation_embeddings,
-            combination_sep=combination_sep,
-            **kwargs,
-        )
-
     # ------------------------------------------------------------------ what the model knows
     @property
     def _setup_args(self) -> dict:
         """The arguments ``setup_anndata`` was called with."""
         return self.registry_["setup_args"]
+
+    @property
+    def condition_table(self):
+        """The registered conditions (:attr:`catalog`'s table)."""
+        return self.catalog.table
+
+    @property
+    def prompt_builder(self) -> PromptBuilder:
+        """What renders the prompts (:attr:`catalog`'s)."""
+        return self.catalog.builder
+
+    @property
+    def prompts(self) -> list[str]:
+        """The prompt of every registered condition."""
+        return self.catalog.prompts()
+
+    @property
+    def vocabulary(self) -> list[str]:
+        """The single perturbations the condition encoder knows (its rows), sorted: registered or with a vector."""
+        return self.catalog.vocabulary
+
+    @property
+    def perturbation_embeddings(self) -> pd.DataFrame | None:
+        """The gene vectors given to ``setup_anndata`` (perturbation name -> vector), or ``None``."""
+        return self.catalog.vectors
 
     @property
     def conditions(self) -> pd.DataFrame:
@@ -203,15 +167,15 @@ class FlowModelBase(
         ``condition_codes``: the condition table of the training data (``None`` on first build: from ``adata``).
         """
         args = self._setup_args
-        self.prompt_builder = PromptBuilder(
+        builder = PromptBuilder(
             args["prompt_template"], args["control_template"], args["perturbation_key"], args["control_value"]
         )
-        fields = self.prompt_builder.fields
+        fields = builder.fields
         cats = registered_categories(self.registry_, REGISTRY_KEYS.CONDITION_KEY)
         cell_codes = self._registered_codes(REGISTRY_KEYS.CONDITION_KEY) if adata is not None else None
         if condition_codes is None:
             codes = cell_codes if cell_codes is not None else np.zeros((1, 0), dtype=np.int64)
-            self.condition_table = ConditionTable.from_codes(
+            table = ConditionTable.from_codes(
                 fields,
                 cats,
                 codes,
@@ -220,7 +184,7 @@ class FlowModelBase(
                 combination_sep=args.get("combination_sep", "+"),
             )
         else:
-            self.condition_table = ConditionTable(
+            table = ConditionTable(
                 fields,
                 cats,
                 np.asarray(condition_codes),
@@ -229,16 +193,15 @@ class FlowModelBase(
                 args.get("combination_sep", "+"),
             )
             if cell_codes is not None and fields:
-                new = {tuple(r) for r in np.unique(cell_codes, axis=0)} - set(self.condition_table._index)
+                new = {tuple(r) for r in np.unique(cell_codes, axis=0)} - set(table._index)
                 if new:
                     raise ValueError(
                         f"This AnnData does not match the one the model was trained on: {len(new)} condition(s) were "
                         "not registered in training. Load the model with AnnData of the training conditions (a subset "
                         "is fine) and generate new conditions with predict_perturbation()."
                     )
-        table = self.condition_table
-        self.prompts = [self.prompt_builder.render(table.condition(i)) for i in range(len(table))]
-        self.context_keys = list(args.get("context_keys") or self.prompt_builder.context_fields)
+        self.catalog = ConditionCatalog(table, builder, args.get("perturbation_embeddings"))
+        self.context_keys = list(args.get("context_keys") or builder.context_fields)
         self.train_conditions_ = list(range(len(table)))
         self.n_features = len(
             self.registry_["field_registries"][REGISTRY_KEYS.X_KEY]["state_registry"]["column_names"]
@@ -276,24 +239,64 @@ class FlowModelBase(
         return source
 
     def _init_source(
-        self, source: str, *, loading: bool, start_shift: str, shift_training: str, control_targets: bool
+        self,
+        source: str,
+        *,
+        loading: bool,
+        start_shift: str,
+        shift_training: str,
+        control_targets: bool,
+        combination_scale: float | str = 1.0,
     ) -> str:
         """Resolve ``source`` (returned) and set the options of control-source flows, checked.
 
         A noise source has no control cells, so its head start is always ``"none"``.
         """
         source = self._resolve_source(source, loading=loading)
-        self.start_shift = self._resolve_start_shift(start_shift, source)
-        self.shift_training = self._check_choice("shift_training", shift_training, SHIFT_TRAININGS)
+        check_choice("start_shift", start_shift, START_SHIFTS)
+        if source != "control":  # no control cells to start from
+            start_shift = "none"
+        elif start_shift == "auto":  # combinations, or gene vectors that a single's head start is fitted on
+            catalog = self.catalog
+            start_shift = (
+                "additive" if catalog.has_combinations() or catalog.vectors_cover_singles() else "none"
+            )
+        self.start_shift = start_shift
+        self.shift_training = check_choice("shift_training", shift_training, SHIFT_TRAININGS)
+        if combination_scale != "fit" and (
+            isinstance(combination_scale, bool)
+            or not isinstance(combination_scale, numbers.Real)
+            or not np.isfinite(combination_scale)
+            or combination_scale <= 0
+        ):
+            raise ValueError(
+                f"combination_scale must be 'fit' or a number > 0 (1: the plain sum of the singles), got "
+                f"{combination_scale!r}."
+            )
+        self.combination_scale = combination_scale
         self.control_targets = bool(control_targets)
         return source
 
-    @staticmethod
-    def _check_choice(name: str, value: Any, choices: Sequence[Any]) -> Any:
-        """``value`` if it is one of ``choices``, else a ValueError naming the argument."""
-        if value not in choices:
-            raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}.")
-        return value
+    #: the ridge penalty of a single's head start from its gene vector (``"loo"``: :func:`scflowlm.data.choose_alpha`)
+    _vector_alpha: float | str = "loo"
+
+    def _head_start(
+        self, conditions, means: np.ndarray, members: np.ndarray, *, training: bool
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Head start ``[n, D]`` and which singles it holds ``[n, P]`` (:meth:`scflowlm.data.ConditionCatalog.head_start`).
+
+        With this model's ``start_shift``, ``combination_scale`` and, in training with ``shift_training="own"``,
+        each training condition's own shift.
+        """
+        return self.catalog.head_start(
+            conditions,
+            means,
+            members,
+            mode=self.start_shift,
+            combination_scale=self.combination_scale,
+            own_in_training=training and self.shift_training == "own",
+            vector_alpha=self._vector_alpha,
+        )
 
     # ------------------------------------------------------------------ registered cells
     def _registered(self, key: str, rows: np.ndarray | None = None) -> np.ndarray:
@@ -318,49 +321,68 @@ class FlowModelBase(
         return control[self._cell_conditions()] if len(control) else np.zeros(self.adata.n_obs, dtype=bool)
 
     # ------------------------------------------------------------------ the module's data
-    def _module_data(self, rows: np.ndarray | None = None, *, loading: bool = False) -> FlowData:
+    def _module_data(
+        self, rows: np.ndarray | None = None, *, mean_rows: np.ndarray | None = None, loading: bool = False
+    ) -> FlowData:
         """What the module knows of the registered cells in ``rows`` (default: all), as one object.
 
-        Standardisation statistics, contexts and control pool of those cells, the mean state and head start of each
-        condition, and the subclass's conditioning inputs. ``loading``: only the conditions and inputs, with empty
-        statistics that the saved ``state_dict`` replaces (a load needs no cells).
+        Standardisation statistics, contexts and control pool of those cells, the mean state of each condition over
+        ``mean_rows`` (default: ``rows``; in training the cells not held out, validation cells included, so the head
+        start is estimated from every measured cell) and its head start, and the subclass's conditioning inputs.
+        ``loading``: only the conditions and inputs, with empty statistics that the saved ``state_dict`` replaces
+        (a load needs no cells).
         """
         table = self.condition_table
         every = [table.condition(i) for i in range(len(table))]
-        members = self._members(every)  # [C, P]
+        members = self.catalog.members(every)  # [C, P]
         conditions = {
             "condition_codes": torch.as_tensor(table.codes),
             "n_categories": [len(table.categories[f]) for f in table.fields],
             "condition_is_control": torch.as_tensor(table.control_mask()),
             "members": torch.as_tensor(members),
         }
-        vectors = self._single_vectors()
+        vectors = self.catalog.single_vectors()
         if vectors is not None:
             conditions["single_vectors"] = torch.as_tensor(vectors)
         if loading:  # the saved state_dict replaces every placeholder
-            in_prior = np.zeros(members.shape, dtype=bool)
+            in_head_start = np.zeros(members.shape, dtype=bool)
             placeholders = {
-                "in_prior": torch.as_tensor(in_prior),
+                "in_head_start": torch.as_tensor(in_head_start),
                 "known_singles": torch.zeros(len(self.vocabulary), dtype=torch.bool),
             }
             empty = FlowData.empty(self.n_features)
             return dataclasses.replace(
-                empty, **conditions, **placeholders, **self._condition_inputs(in_prior)
+                empty, **conditions, **placeholders, **self._condition_inputs(in_head_start)
             )
         rows = np.arange(self.adata.n_obs) if rows is None else np.asarray(rows)
         x = self._registered(REGISTRY_KEYS.X_KEY, rows).astype(np.float64)  # [n, D]
-        mean = x.mean(0)
-        scale = math.sqrt(max(float(((x - mean) ** 2).mean()), 1e-12))
+        if getattr(self, "standardization_", None) is not None:  # an adapted model keeps its reference's
+            mean, scale = (
+                np.asarray(self.standardization_[0], dtype=np.float64),
+                float(self.standardization_[1]),
+            )
+        else:
+            mean = x.mean(0)
+            scale = math.sqrt(max(float(((x - mean) ** 2).mean()), 1e-12))
         cats = registered_categories(self.registry_, REGISTRY_KEYS.CONTEXT_KEY)
         ctx_codes = self._registered_codes(REGISTRY_KEYS.CONTEXT_KEY)
         contexts = ConditionTable.from_codes(list(cats), cats, ctx_codes)  # ordered by value
         pool = rows[self._cell_is_control()[rows]]  # the control cells among rows
         cell_conditions = self._cell_conditions()[rows]
-        means = group_means(x, cell_conditions, len(table))  # [C, D]
+        mean_rows = rows if mean_rows is None else np.asarray(mean_rows)
+        means = group_means(
+            self._registered(REGISTRY_KEYS.X_KEY, mean_rows).astype(np.float64),
+            self._cell_conditions()[mean_rows],
+            len(table),
+        )  # [C, D]
+        if getattr(self, "reference_means_", None) is not None:  # what an adapted model's reference measured
+            means = np.where(np.isfinite(means), means, self.reference_means_)
         known = np.zeros(len(self.vocabulary), dtype=bool)  # singles perturbed in these cells
         trained = members[np.unique(cell_conditions)]
         known[trained[trained >= 0]] = True
-        shift, in_prior = self._head_start(every, means, members, training=True)
+        if getattr(self, "reference_known_", None) is not None:
+            known |= np.asarray(self.reference_known_, dtype=bool)
+        shift, in_head_start = self._head_start(every, means, members, training=True)
         return FlowData(
             **conditions,
             context_codes=torch.as_tensor(contexts.codes),
@@ -371,7 +393,7 @@ class FlowModelBase(
             control_context=torch.as_tensor(contexts.rows_of_codes(ctx_codes[pool])),
             condition_means=torch.as_tensor(means),
             condition_shift=torch.as_tensor(shift, dtype=torch.float32),
-            in_prior=torch.as_tensor(in_prior),
+            in_head_start=torch.as_tensor(in_head_start),
             known_singles=torch.as_tensor(known),
-            **self._condition_inputs(in_prior),
+            **self._condition_inputs(in_head_start),
         )

@@ -15,9 +15,18 @@ from scflowlm._docs import doc_params
 from scflowlm._utils import check_fraction, check_int
 from scflowlm._warnings import ScflowlmWarning
 from scflowlm.module import CaLMFlowModule
-from scflowlm.nn import build_backbone, is_word_level, select_attn_implementation, tokenizer_state
+from scflowlm.nn import (
+    attention_name,
+    build_backbone,
+    is_word_level,
+    kv_cache_bytes,
+    select_attn_implementation,
+    tokenizer_state,
+    word_tokenizer,
+)
 
 from ._base import FlowModelBase
+from ._save_load import renamed_params
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -39,7 +48,8 @@ _MODULE_PARAMS = (
     "kl_weight",
     "dropout",
     "prompt_dropout",
-    "prior_dropout",
+    "head_start_dropout",
+    "head_start_penalty",
 )
 
 
@@ -75,19 +85,22 @@ class CaLMFlowModel(FlowModelBase):
         ``"cvae"`` (learned prior, posterior sees the target in training), ``"paper"`` (latent from the backbone
         outputs alone, KL to N(0, I)) or ``"none"`` (deterministic). See :class:`~scflowlm.nn.VariationalHead`.
         ``"auto"`` (default): ``"none"`` when flows start at a head start (``start_shift`` resolved to
-        ``"additive"`` or ``"nearest_context"``), else ``"cvae"``. With the additive prior the flow only corrects
-        it, the source cells bring the spread, and a stochastic latent adds noise to small effects (the scoreboard's
-        K562 pairs: change r 0.829 with ``"cvae"``, 0.868 with ``"none"``, 3 seeds); a flow that moves the whole
-        way from the control cells (a new cell type's response) fits better with ``"cvae"`` (Kang B cells:
-        r2_de 0.927 against 0.85-0.90 deterministic).
+        ``"additive"`` or ``"nearest_context"``), else ``"cvae"``. With the additive head start the flow only corrects
+        it, the source cells bring the spread, and a stochastic latent adds noise to small effects; a flow that moves
+        the whole way from the control cells (a new cell type's response) fits better with ``"cvae"`` (the levers
+        that decided it: ``docs/benchmarks/levers.md``).
     source
         %(source)s
     start_shift
         %(start_shift)s
     shift_training
         %(shift_training)s
-    prior_dropout
-        %(prior_dropout)s
+    combination_scale
+        %(combination_scale)s
+    head_start_penalty
+        %(head_start_penalty)s
+    head_start_dropout
+        %(head_start_dropout)s
     control_targets
         %(control_targets)s
     attn_implementation
@@ -101,6 +114,9 @@ class CaLMFlowModel(FlowModelBase):
         Generation always reads the full prompt.
     condition_codes
         The training conditions as field codes (set on save; leave ``None``).
+    **renamed
+        Arguments of an earlier release under their old names (``prior_dropout``: ``head_start_dropout``), as a saved
+        model of that release passes them; each gives a :class:`FutureWarning`.
     tokenizer
         A saved prompt tokenizer state (set on save; leave ``None``).
 
@@ -122,7 +138,7 @@ class CaLMFlowModel(FlowModelBase):
     _module_cls = CaLMFlowModule
     _accepts_raw_prompts = True
     _default_lr = 2e-3
-    _default_steps = 3000  # the scoreboard: as good as 4,000 on held-out conditions, 25% cheaper
+    _default_steps = 3000  # chosen on the scoreboard (docs/benchmarks/levers.md)
 
     def __init__(
         self,
@@ -139,14 +155,20 @@ class CaLMFlowModel(FlowModelBase):
         source: Literal["auto", "noise", "control"] = "auto",
         start_shift: Literal["auto", "none", "additive", "nearest_context"] = "auto",
         shift_training: Literal["held_out", "own"] = "held_out",
+        combination_scale: float | Literal["fit"] = "fit",
+        head_start_penalty: float = 3.0,
         control_targets: bool = False,
-        prior_dropout: float = 0.0,
+        head_start_dropout: float = 0.0,
         attn_implementation: str = "auto",
         dropout: float = 0.0,
         prompt_dropout: float = 0.0,
         condition_codes: Sequence[Sequence[int]] | None = None,
         tokenizer: str | None = None,
+        **renamed,
     ):
+        head_start_dropout = renamed_params(renamed, head_start_dropout=head_start_dropout)[
+            "head_start_dropout"
+        ]
         for name, value, low in (
             ("n_time_points", n_time_points, 2),
             ("n_space_tokens", n_space_tokens, 1),
@@ -157,7 +179,8 @@ class CaLMFlowModel(FlowModelBase):
         if not isinstance(kl_weight, numbers.Real) or not math.isfinite(kl_weight) or kl_weight < 0:
             raise ValueError(f"kl_weight must be a finite number >= 0, got {kl_weight!r}.")
         check_fraction("prompt_dropout", prompt_dropout)
-        super().__init__(adata, registry, self._get_init_params(locals()))
+        params = {k: v for k, v in locals().items() if k != "renamed"}
+        super().__init__(adata, registry, self._get_init_params(params))
 
     # ------------------------------------------------------------------ the hooks of FlowModelBase
     def _build_module(self, source: str, params: dict, *, loading: bool) -> CaLMFlowModule:
@@ -167,52 +190,35 @@ class CaLMFlowModel(FlowModelBase):
         net, self.prompt_tokenizer = build_backbone(
             params["backbone"],
             prompts=self.prompts
-            + self._context_free_prompts(),  # in the vocabulary, read with prompt_dropout
+            + self.catalog.context_free_prompts(),  # in the vocabulary, read with prompt_dropout
             tokenizer=params["tokenizer"],
             attn_implementation=attn,
         )
         module_params = {k: params[k] for k in _MODULE_PARAMS}
         if module_params["variational"] == "auto":
             module_params["variational"] = "none" if self.start_shift != "none" else "cvae"
-        return CaLMFlowModule(
+        return self._module_cls(
             net,
             self.n_features,
             self._module_data(loading=loading),
             **module_params,
             source=source,
+            zero_velocity=self.start_shift != "none",  # a flow with a head start moves nothing until trained
         )
 
-    def _condition_inputs(self, in_prior: np.ndarray) -> dict[str, torch.Tensor]:
+    def _condition_inputs(self, in_head_start: np.ndarray) -> dict[str, torch.Tensor]:
         """The prompts of the conditions, then the prompts they read at their head start, then the context-free ones.
 
-        The head-start prompts name only what is left to move (:meth:`_reading_prompts`); the context-free ones
-        come with ``prompt_dropout``.
+        The head-start prompts name only what is left to move
+        (:meth:`scflowlm.data.ConditionCatalog.reading_prompts`); the context-free ones come with ``prompt_dropout``.
         """
-        table = self.condition_table
-        every = [table.condition(i) for i in range(len(table))]
-        extra = self._context_free_prompts() if self.init_params_["non_kwargs"]["prompt_dropout"] > 0 else []
-        ids, mask = self._tokenize(self.prompts + self._reading_prompts(every, in_prior) + extra)
+        catalog, prompts = self.catalog, self.prompts
+        extra = (
+            catalog.context_free_prompts() if self.init_params_["non_kwargs"]["prompt_dropout"] > 0 else []
+        )
+        reading = catalog.reading_prompts(catalog.conditions(), in_head_start, prompts)
+        ids, mask = self._tokenize(prompts + reading + extra)
         return {"prompt_ids": ids, "prompt_mask": mask}
-
-    def _reading_prompts(
-        self, conditions: list[dict | None], in_prior: np.ndarray, prompts=None
-    ) -> list[str]:
-        """The prompt each condition reads at its head start.
-
-        Its perturbation field names only the singles the head start does not hold (``in_prior [n, P]``, over the
-        condition's singles in :meth:`_members` order; nothing when it holds them all). ``prompts``: the full
-        prompts, read by conditions without a head start (default: rendered).
-        """
-        table, key = self.condition_table, self.prompt_builder.perturbation_key
-        out = []
-        for i, cond in enumerate(conditions):
-            if cond is None or not in_prior[i].any():
-                out.append(prompts[i] if prompts is not None else self.prompt_builder.render(cond))
-                continue
-            parts = table.perturbations(cond)  # in the order of the condition's members
-            left = table.combination_sep.join(s for j, s in enumerate(parts) if not in_prior[i, j])
-            out.append(" ".join(self.prompt_builder.render(cond | {key: left}).split()))
-        return out
 
     def _saved_params(self) -> dict:
         """The backbone as a config, the prompt tokenizer and the resolved head (a load rebuilds it offline)."""
@@ -221,6 +227,49 @@ class CaLMFlowModel(FlowModelBase):
             "tokenizer": tokenizer_state(self.prompt_tokenizer),
             "variational": self.module.head.mode,
         }
+
+    # ------------------------------------------------------------------ adapting (load_query_data)
+    def _query_params(self, catalog) -> dict:
+        """A word-level vocabulary of the union's prompts, and a backbone with room for its words.
+
+        A pretrained tokenizer reads any text and is kept.
+        """
+        if not is_word_level(self.prompt_tokenizer):
+            return {}
+        words = word_tokenizer(catalog.prompts() + catalog.context_free_prompts())
+        config = GPTNeoXConfig.from_dict(self.module.backbone.config.to_dict())
+        config.vocab_size = max(config.vocab_size, len(words))
+        return {"backbone": config, "tokenizer": None}
+
+    def _take_weights(self, reference: CaLMFlowModel) -> None:
+        """Every weight of the reference; word embeddings matched by word, the encoder's rows by single.
+
+        A new word starts as the encoder's projection of its gene vector when it names a single with one, else as
+        the reference's unknown word.
+        """
+        word = "backbone.embed_in.weight"
+        self._copy_matching(reference, skip=(word, "encoder.embedding.weight"))
+        self._take_singles(reference)
+        theirs = reference.module.backbone.get_input_embeddings().weight
+        mine = self.module.backbone.get_input_embeddings().weight
+        old = reference.prompt_tokenizer.backend_tokenizer.get_vocab()
+        unknown = old.get(reference.prompt_tokenizer.unk_token, 0)
+        vectors, project = self.catalog.vectors, self.module.encoder.project
+        with torch.no_grad():
+            for token, i in self.prompt_tokenizer.backend_tokenizer.get_vocab().items():
+                if token in old:
+                    mine[i] = theirs[old[token]]
+                elif vectors is not None and project is not None and token in vectors.index:
+                    mine[i] = project(torch.as_tensor(vectors.loc[token].to_numpy(), dtype=mine.dtype))
+                else:
+                    mine[i] = theirs[unknown]
+
+    def _frozen_parameters(self) -> list:
+        """The transformer blocks (attention and feed-forward) and the final layer norm of the backbone."""
+        backbone = self.module.backbone
+        frozen = [*backbone.layers.parameters()]
+        norm = getattr(backbone, "final_layer_norm", None)
+        return frozen + ([*norm.parameters()] if norm is not None else [])
 
     #: memory for the key/value cache of one generation batch (``batch_size=None``): on a CPU, on a GPU
     _cache_budget_bytes = {"cpu": 256 * 2**20, "cuda": 4 * 2**30}
@@ -233,10 +282,10 @@ class CaLMFlowModel(FlowModelBase):
         A sequence of ``M`` cells caches ``2 x layers x (prefix + N*M*K) x hidden`` numbers; the prefix is the
         longest prompt plus the condition encoder's token.
         """
-        m, config = self.module, self.module.backbone.config
+        m = self.module
         device = "cuda" if m.x_mean.device.type == "cuda" else "cpu"
         tokens = m.prompt_ids.shape[1] + 1 + m.n_time_points * m.n_trajectories * m.n_space_tokens
-        per_sequence = 2 * config.num_hidden_layers * tokens * config.hidden_size * 4  # bytes, float32
+        per_sequence = kv_cache_bytes(m.backbone.config, tokens)  # float32
         sequences = self._cache_budget_bytes[device] // max(per_sequence, 1)
         return int(min(max(sequences * m.n_trajectories, 64), self._max_batch_size[device]))
 
@@ -244,17 +293,9 @@ class CaLMFlowModel(FlowModelBase):
         m, config = self.module, self.module.backbone.config
         return (
             f"CaLMFlow: N={m.n_time_points} time points x K={m.n_space_tokens} space tokens x M={m.n_trajectories} "
-            f"trajectories, backbone {config.num_hidden_layers}x{config.hidden_size}, head {m.head.mode}"
+            f"trajectories, backbone {config.num_hidden_layers}x{config.hidden_size} ({attention_name(config)} "
+            f"attention), head {m.head.mode}"
         )
-
-    def _context_free_prompts(self) -> list[str]:
-        """Each registered condition's prompt with its context fields left empty (for ``prompt_dropout``)."""
-        table, context = self.condition_table, set(self.prompt_builder.context_fields)
-        out = []
-        for i in range(len(table)):
-            cond = {f: ("" if f in context else v) for f, v in table.condition(i).items()}
-            out.append(" ".join(self.prompt_builder.render(cond).split()))
-        return out
 
     def _known_words(
         self, ids: torch.Tensor, mask: torch.Tensor, prompts: list[str]
@@ -305,7 +346,7 @@ class CaLMFlowModel(FlowModelBase):
         rows,
         *,
         members,
-        in_prior,
+        in_head_start,
         x0,
         shift,
         generators,
@@ -319,7 +360,9 @@ class CaLMFlowModel(FlowModelBase):
         if kwargs:
             raise TypeError(f"Unknown generation option(s): {sorted(kwargs)}.")
         conditions = [r.condition for r in requests]
-        prompts = self._reading_prompts(conditions, in_prior.numpy(), [r.prompt for r in requests])
+        prompts = self.catalog.reading_prompts(
+            conditions, in_head_start.numpy(), [r.prompt for r in requests]
+        )
         ids, mask = self._tokenize(prompts)  # [C, L]
         if is_word_level(self.prompt_tokenizer):
             ids, mask = self._known_words(ids, mask, prompts)
@@ -337,7 +380,7 @@ class CaLMFlowModel(FlowModelBase):
             mask,
             rows,
             members=members,
-            in_prior=in_prior,
+            in_head_start=in_head_start,
             x0=x0,
             shift=shift,
             generators=generators,

@@ -12,6 +12,7 @@ from scflowlm._utils import check_int
 from scflowlm.module import CFMModule
 
 from ._base import FlowModelBase
+from ._save_load import renamed_params
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -29,7 +30,8 @@ _MODULE_PARAMS = (
     "dropout",
     "n_frequencies",
     "n_encoding",
-    "prior_dropout",
+    "head_start_dropout",
+    "head_start_penalty",
 )
 
 
@@ -68,8 +70,12 @@ class CFMModel(FlowModelBase):
         %(start_shift)s
     shift_training
         %(shift_training)s
-    prior_dropout
-        %(prior_dropout)s
+    combination_scale
+        %(combination_scale)s
+    head_start_penalty
+        %(head_start_penalty)s
+    head_start_dropout
+        %(head_start_dropout)s
     control_targets
         %(control_targets)s
     solver
@@ -87,6 +93,9 @@ class CFMModel(FlowModelBase):
         Width of the condition encoder's embedding of the single perturbations (:class:`~scflowlm.nn.ConditionEncoder`).
     condition_codes
         The training conditions as field codes (set on save; leave ``None``).
+    **renamed
+        Arguments of an earlier release under their old names (``prior_dropout``: ``head_start_dropout``), as a saved
+        model of that release passes them; each gives a :class:`FutureWarning`.
 
     Examples
     --------
@@ -118,8 +127,10 @@ class CFMModel(FlowModelBase):
         source: Literal["auto", "noise", "control"] = "auto",
         start_shift: Literal["auto", "none", "additive", "nearest_context"] = "auto",
         shift_training: Literal["held_out", "own"] = "held_out",
+        combination_scale: float | Literal["fit"] = "fit",
+        head_start_penalty: float = 3.0,
         control_targets: bool = False,
-        prior_dropout: float = 0.0,
+        head_start_dropout: float = 0.0,
         solver: str = "dopri5",
         rtol: float = 1e-5,
         atol: float = 1e-5,
@@ -128,23 +139,29 @@ class CFMModel(FlowModelBase):
         n_frequencies: int = 4,
         n_encoding: int = 32,
         condition_codes: Sequence[Sequence[int]] | None = None,
+        **renamed,
     ):
+        head_start_dropout = renamed_params(renamed, head_start_dropout=head_start_dropout)[
+            "head_start_dropout"
+        ]
         for name, value in (("n_hidden", n_hidden), ("n_layers", n_layers), ("n_steps", n_steps)):
             check_int(name, value, minimum=1, allow_none=name == "n_steps")
         self.solver = {"method": solver, "rtol": rtol, "atol": atol, "n_steps": n_steps}
-        super().__init__(adata, registry, self._get_init_params(locals()))
+        params = {k: v for k, v in locals().items() if k != "renamed"}
+        super().__init__(adata, registry, self._get_init_params(params))
 
     # ------------------------------------------------------------------ the hooks of FlowModelBase
     def _build_module(self, source: str, params: dict, *, loading: bool) -> CFMModule:
         self._build_vocabulary()
-        return CFMModule(
+        return self._module_cls(
             self.n_features,
             self._module_data(loading=loading),
             **{k: params[k] for k in _MODULE_PARAMS},
             source=source,
+            zero_velocity=self.start_shift != "none",  # a flow with a head start moves nothing until trained
         )
 
-    def _condition_inputs(self, in_prior: np.ndarray) -> dict[str, torch.Tensor]:
+    def _condition_inputs(self, in_head_start: np.ndarray) -> dict[str, torch.Tensor]:
         """The context covariate vector of every registered condition ``[C, Pc]``.
 
         Values present only in cells held out of training are zeroed (their weights would never be trained); sets
@@ -168,6 +185,33 @@ class CFMModel(FlowModelBase):
             f"CFM: {flow_name}, MLP {len(layers) - 1}x{layers[0].out_features}, {self.n_covariates} covariates, "
             f"solver {self.solver['method']}"
         )
+
+    # ------------------------------------------------------------------ adapting (load_query_data)
+    def _take_weights(self, reference: CFMModel) -> None:
+        """Every weight of the reference, the field's covariate inputs matched by (field, value).
+
+        The encoder's rows are matched by single; a new covariate's input weights start at zero.
+        """
+        first = "field.net.0.weight"
+        self._copy_matching(reference, skip=(first, "encoder.embedding.weight"))
+        self._take_singles(reference)
+        theirs = dict(reference.module.named_parameters())[first]  # [H, D + Pc' + E + T]
+        mine = dict(self.module.named_parameters())[first]  # [H, D + Pc + E + T]
+        D, old_pc, new_pc = self.n_features, reference.n_covariates, self.n_covariates
+        with torch.no_grad():
+            mine.zero_()
+            mine[:, :D] = theirs[:, :D]
+            mine[:, D + new_pc :] = theirs[:, D + old_pc :]  # the encoder's embedding and the time features
+            for f in self.covariate_fields:
+                for value, j in self._index[f].items():
+                    i = reference._index.get(f, {}).get(value)
+                    if i is not None:
+                        mine[:, D + self._offsets[f] + j] = theirs[:, D + reference._offsets[f] + i]
+
+    def _frozen_parameters(self) -> list:
+        """The vector field's hidden layers but the first (which reads the covariates, new ones included)."""
+        linear = [m for m in self.module.field.net if isinstance(m, torch.nn.Linear)]
+        return [p for layer in linear[1:-1] for p in layer.parameters()]
 
     # ------------------------------------------------------------------ covariates
     def _build_vocabulary(self) -> None:
@@ -207,7 +251,7 @@ class CFMModel(FlowModelBase):
         rows,
         *,
         members,
-        in_prior,
+        in_head_start,
         x0,
         shift,
         generators,
@@ -239,7 +283,7 @@ class CFMModel(FlowModelBase):
             cov,
             rows,
             members=members,
-            in_prior=in_prior,
+            in_head_start=in_head_start,
             x0=x0,
             shift=shift,
             generators=generators,

@@ -306,16 +306,25 @@ class GenerationMixin:
             rows[req.cells] = i
         generators = [torch.Generator().manual_seed(req.seed) for req in requests]
         conditions = [r.condition for r in requests]
-        members = self._members(conditions, warn=True)  # [R, P]
+        members = self.catalog.members(conditions)  # [R, P]
+        unknown = self.catalog.unknown_singles(conditions, self.module.encoder.known.cpu().numpy())
+        if unknown:
+            warnings.warn(
+                f"These perturbations have no gene vector and no training cells: {unknown}. The condition encoder "
+                "knows nothing of them, so only the prompt's words carry them; give them vectors with "
+                "setup_anndata(perturbation_embeddings=...) (see scflowlm.data.gene_knowledge_embeddings).",
+                ScflowlmWarning,
+                stacklevel=4,
+            )
         means = self.module.condition_means.cpu().numpy()  # [C, D] of the training conditions
-        shift, in_prior = self._head_start(conditions, means, members, training=False)  # [R, D], [R, P]
+        shift, in_head_start = self._head_start(conditions, means, members, training=False)  # [R, D], [R, P]
         start = None if x0 is None else torch.as_tensor(x0)
         self.module.eval()
         out = self._sample_states(
             requests,
             torch.as_tensor(rows),
             members=torch.as_tensor(members),
-            in_prior=torch.as_tensor(in_prior),
+            in_head_start=torch.as_tensor(in_head_start),
             x0=start,
             shift=torch.as_tensor(shift[rows], dtype=torch.float32),  # zeros without a head start
             generators=generators,

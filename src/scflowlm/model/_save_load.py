@@ -20,7 +20,24 @@ from ._gene_map import TOLERANCE
 if TYPE_CHECKING:
     import anndata as ad
 
-__all__ = ["SaveLoadMixin"]
+__all__ = ["RENAMED_PARAMS", "SaveLoadMixin", "renamed_params"]
+
+#: init parameters of earlier releases -> today's names
+RENAMED_PARAMS = {"prior_dropout": "head_start_dropout"}
+
+
+def renamed_params(renamed: dict, **current) -> dict:
+    """``current`` with the values of parameters passed under an earlier name (a :class:`FutureWarning` each).
+
+    Any other unknown keyword is a :class:`TypeError`, as Python raises it (a save of a newer release).
+    """
+    for old, value in renamed.items():
+        if old not in RENAMED_PARAMS:
+            raise TypeError(f"__init__() got an unexpected keyword argument {old!r}")
+        new = RENAMED_PARAMS[old]
+        warnings.warn(f"{old} is now called {new}; pass {new}=.", FutureWarning, stacklevel=3)
+        current[new] = value
+    return current
 
 
 def _unreadable(err: BaseException) -> bool:
@@ -99,6 +116,8 @@ class SaveLoadMixin:
                 f"save ({type(err).__name__}: {err})."
             ) from err
         model._check_saved_state(path)
+        if getattr(model, "freeze_", None) is not None:  # an adapted model keeps what it froze
+            model._apply_freeze()
         if adata is not None and adata is not False:
             model._check_loaded_anndata(adata)
         return model

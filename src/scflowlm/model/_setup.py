@@ -206,7 +206,7 @@ def register(
         fields.append(CategoricalJointObsField(REGISTRY_KEYS.CONDITION_KEY, builder.fields))
     if context_keys:
         fields.append(CategoricalJointObsField(REGISTRY_KEYS.CONTEXT_KEY, context_keys))
-    if kwargs.get("source_registry") is not None:
+    if kwargs.get("source_registry") is not None and not kwargs.get("extend_categories"):
         check_against_registry(adata, kwargs["source_registry"], builder.fields, context_keys)
     manager = AnnDataManager(fields=fields, setup_method_args=setup_method_args)
     try:

@@ -50,7 +50,7 @@ class TrainingMixin:
     _default_steps: int = 4000
     #: conditions per training minibatch (:class:`~scflowlm.model.ConditionBatchSampler`); ``None``: random ones.
     #: One (as CellFlow samples): the optimal-transport pairing of a condition's cells with control cells then sees
-    #: a whole minibatch of them, not a few (the scoreboard: K562 pairs' E-distance 1.6 -> 0.7).
+    #: a whole minibatch of them, not a few (``docs/benchmarks/levers.md``).
     _conditions_per_batch: int | None = 1
 
     @doc_params()
@@ -77,10 +77,11 @@ class TrainingMixin:
         ----------
         max_epochs, batch_size
             Passes over the training cells (default: the model's step budget, about 3,000 optimisation steps for
-            CaLMFlowModel, 4,000 for CFMModel, between 20 and 1,000 epochs) and cells per minibatch.
+            CaLMFlowModel, 4,000 for CFMModel, a quarter of that for a model adapted with :meth:`load_query_data`,
+            between 20 and 1,000 epochs) and cells per minibatch.
         lr, weight_decay
             Peak learning rate (AdamW, linear warm-up then cosine decay; default: the model's, CaLMFlow 2e-3, CFM
-            1e-3) and weight decay.
+            1e-3, a quarter of it for an adapted model) and weight decay.
         holdout
             Condition dict(s) (obs column -> value) whose cells are excluded from training and validation,
             e.g. ``[{"cell_type": "k562", "condition": "KLF1+MAP2K6"}]``; they become the test set.
@@ -108,7 +109,8 @@ class TrainingMixin:
         """
         if self.adata is None:
             raise ValueError("This model has no AnnData; pass one to load() to train.")
-        lr = self._default_lr if lr is None else lr
+        adapted = getattr(self, "adapted_", False)
+        lr = (self._default_lr * (self._adapt_lr_factor if adapted else 1.0)) if lr is None else lr
         args = {"max_epochs": max_epochs, "batch_size": batch_size, "lr": lr, "ema_decay": ema_decay}
         check_train_args(**args, train_size=train_size, validation_size=validation_size, ckpt_path=ckpt_path)
         splitter = self._splitter(holdout, train_size, validation_size, batch_size, trainer_kwargs)
@@ -121,10 +123,15 @@ class TrainingMixin:
         record = self._data_record(splitter.training_cells)
         if ckpt_path is not None:
             check_checkpoint(ckpt_path, self.module, record)
-        self.train_conditions_ = sorted(set(self._cell_conditions()[splitter.training_cells].tolist()))
-        self.module.load_data(self._module_data(splitter.training_cells))
+        self.train_conditions_ = sorted(
+            set(self._cell_conditions()[splitter.training_cells].tolist())
+            | set(getattr(self, "reference_conditions_", []))  # an adapted model's reference trained on them
+        )
+        measured = np.setdiff1d(np.arange(self.adata.n_obs), splitter.held_out_cells)  # training + validation
+        self.module.load_data(self._module_data(splitter.training_cells, mean_rows=measured))
         steps = max(splitter.n_train_flows // batch_size, 1)  # per epoch
-        max_epochs = max_epochs or int(np.clip(round(self._default_steps / steps), 20, 1000))
+        budget = self._default_steps * (self._adapt_steps_factor if adapted else 1.0)
+        max_epochs = max_epochs or int(np.clip(round(budget / steps), 20, 1000))
         plan_kwargs = {"lr": lr, "weight_decay": weight_decay, "optimizer": "AdamW"}
         plan_kwargs |= trainer_kwargs.pop("plan_kwargs", None) or {}
         plan = self._training_plan_cls(self.module, data_record=record, **plan_kwargs)

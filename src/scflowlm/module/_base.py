@@ -10,6 +10,7 @@ from scvi.module.base import BaseModuleClass
 from torch import nn
 
 from scflowlm._constants import REGISTRY_KEYS
+from scflowlm.nn import ConditionEncoder
 
 from ._coupling import ot_permutation
 
@@ -82,29 +83,52 @@ class FlowModuleBase(_DataBuffers, BaseModuleClass):
     themselves.
     """
 
-    def __init__(self, n_features: int, source: str, data: FlowData, *, prior_dropout: float = 0.0):
+    def __init__(self, n_features: int, source: str, data: FlowData, *, head_start_dropout: float = 0.0):
         super().__init__()
         if source not in SOURCES:
             raise ValueError(f"source must be 'noise' or 'control', got {source!r}.")
         if (
-            isinstance(prior_dropout, bool)
-            or not isinstance(prior_dropout, numbers.Real)
-            or not 0 <= prior_dropout < 1
+            isinstance(head_start_dropout, bool)
+            or not isinstance(head_start_dropout, numbers.Real)
+            or not 0 <= head_start_dropout < 1
         ):
-            raise ValueError(f"prior_dropout must be a number in [0, 1) (e.g. 0.1), got {prior_dropout!r}.")
+            raise ValueError(
+                f"head_start_dropout must be a number in [0, 1) (e.g. 0.1), got {head_start_dropout!r}."
+            )
         self.source = source
         self.n_features = n_features
-        self.prior_dropout = prior_dropout
+        self.head_start_dropout = head_start_dropout
         self.conditions = CodeIndex(data.condition_codes, data.n_categories)
         self.contexts = CodeIndex(data.context_codes, data.n_context_categories)
         for name, value in self._plain_tensors(data).items():
             self.register_buffer(name, value)
 
+    #: the condition encoder's class (a seam: a subclass may pool the singles another way)
+    _encoder_cls = ConditionEncoder
+    #: state_dict keys of earlier releases -> today's (a save of theirs loads)
+    _RENAMED = {
+        "in_prior": "in_head_start",
+        "known_singles": "encoder.known",
+        "single_vectors": "encoder.vectors",
+        "encoder.in_prior": "encoder.covered_token",
+    }
+
     @staticmethod
     def _plain_tensors(data: FlowData) -> dict[str, torch.Tensor]:
-        """The tensors of ``data`` that become buffers of their own (the codes live in the two indices)."""
+        """The tensors of ``data`` that become buffers of their own.
+
+        The codes live in the two indices, the vocabulary of singles in the encoder.
+        """
         tensors = data.tensors()
-        return {k: v for k, v in tensors.items() if k not in ("condition_codes", "context_codes")}
+        kept_elsewhere = ("condition_codes", "context_codes", "known_singles", "single_vectors")
+        return {k: v for k, v in tensors.items() if k not in kept_elsewhere}
+
+    def _build_encoder(self, data: FlowData, width: int) -> ConditionEncoder:
+        """The condition encoder (:attr:`_encoder_cls`) of ``width``, holding the vocabulary of ``data``."""
+        vector_size = 0 if data.single_vectors is None else data.single_vectors.shape[1]
+        encoder = self._encoder_cls(len(data.known_singles), width, vector_size=vector_size)
+        encoder.set_vocabulary(data.known_singles, data.single_vectors)
+        return encoder
 
     def load_data(self, data: FlowData) -> None:
         """Replace all data of the module at once (the training cells' data when training starts)."""
@@ -113,6 +137,13 @@ class FlowModuleBase(_DataBuffers, BaseModuleClass):
         self.contexts = CodeIndex(data.context_codes, data.n_context_categories).to(device)
         for name, value in self._plain_tensors(data).items():
             setattr(self, name, value.to(device))
+        self.encoder.set_vocabulary(data.known_singles, data.single_vectors)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        for old, new in self._RENAMED.items():  # a save of an earlier release
+            if prefix + old in state_dict and prefix + new not in state_dict:
+                state_dict[prefix + new] = state_dict.pop(prefix + old)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def data_shape_errors(self, *, n_conditions: int, n_singles: int) -> list[str]:
         """What in the module's data does not fit ``n_conditions`` conditions and ``n_singles`` singles (a damaged save).
@@ -126,23 +157,24 @@ class FlowModuleBase(_DataBuffers, BaseModuleClass):
             "condition_means": (C, D),
             "condition_shift": (C, D),
             "members": (C, members[1] if len(members) == 2 else -1),
-            "in_prior": members,
-            "known_singles": (V,),
+            "in_head_start": members,
+            "encoder.known": (V,),
             "x_mean": (D,),
             "x_scale": (),
             "control_x": (len(self.control_x), D),
             "control_context": (len(self.control_x),),
         }
-        if getattr(self, "single_vectors", None) is not None:
-            expected["single_vectors"] = (V, self.single_vectors.shape[-1])
+        if self.encoder.vectors is not None:
+            expected["encoder.vectors"] = (V, self.encoder.vectors.shape[-1])
         if getattr(self, "covariates", None) is not None:
             expected["covariates"] = (C, self.covariates.shape[-1])
         if getattr(self, "prompt_ids", None) is not None:
             expected["prompt_mask"] = tuple(self.prompt_ids.shape)
+        state = dict(self.named_buffers())
         out = [
-            f"{name} has shape {tuple(getattr(self, name).shape)}, expected {shape}"
+            f"{name} has shape {tuple(state[name].shape)}, expected {shape}"
             for name, shape in expected.items()
-            if tuple(getattr(self, name).shape) != shape
+            if tuple(state[name].shape) != shape
         ]
         prompts = getattr(self, "prompt_ids", None)
         if prompts is not None and (prompts.ndim != 2 or C == 0 or len(prompts) % C):
@@ -167,25 +199,31 @@ class FlowModuleBase(_DataBuffers, BaseModuleClass):
         return x * self.x_scale + self.x_mean
 
     # ------------------------------------------------------------------ the source
-    def prior_use(self) -> torch.Tensor:
+    def head_start_use(self) -> torch.Tensor:
         """``[C]`` which conditions start at their head start in this minibatch.
 
-        In training, each condition with a head start keeps it with probability ``1 - prior_dropout`` (one draw per
+        In training, each condition with a head start keeps it with probability ``1 - head_start_dropout`` (one draw per
         condition and minibatch), so the model also learns each flow without it; in evaluation, always.
         """
-        has = self.in_prior.any(1) if self.in_prior.numel() else torch.zeros_like(self.condition_is_control)
-        if self.training and self.prior_dropout > 0:
-            has = has & (torch.rand(len(has), device=has.device) >= self.prior_dropout)
+        has = (
+            self.in_head_start.any(1)
+            if self.in_head_start.numel()
+            else torch.zeros_like(self.condition_is_control)
+        )
+        if self.training and self.head_start_dropout > 0:
+            has = has & (torch.rand(len(has), device=has.device) >= self.head_start_dropout)
         return has
 
-    def head_start(self, condition: torch.Tensor, use_prior: torch.Tensor) -> torch.Tensor:
-        """Standardised head start ``[B, D]`` of each cell's condition (zeros where ``use_prior [C]`` is off).
+    def head_start(self, condition: torch.Tensor, use_head_start: torch.Tensor) -> torch.Tensor:
+        """Standardised head start ``[B, D]`` of each cell's condition (zeros where ``use_head_start [C]`` is off).
 
         The head start translates a condition's whole flow: the module learns the flow from the control cells to
         the targets minus the head start (:meth:`draw_source` pairs them), and generation adds it back to every
         state. A flow that moves nothing then predicts the control cells plus the head start.
         """
-        return self.condition_shift[condition] * use_prior[condition].unsqueeze(-1) / self.x_scale  # a shift
+        return (
+            self.condition_shift[condition] * use_head_start[condition].unsqueeze(-1) / self.x_scale
+        )  # a shift
 
     def draw_source(self, x1: torch.Tensor, condition: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         """Source points for a training batch of standardised targets ``x1 [B, D]``.

@@ -9,7 +9,6 @@ from scvi.module.base import LossOutput, auto_move_data
 from torch import nn
 
 from scflowlm.nn import (
-    ConditionEncoder,
     KVStorage,
     SpatioTemporalTokenizer,
     VariationalHead,
@@ -19,11 +18,10 @@ from scflowlm.nn import (
 )
 
 from ._base import FlowModuleBase
-from ._volterra import condition_sequences, group_trajectories, step_noise, straight_path, time_grid
+from ._rollout import CaLMFlowGeneration
+from ._volterra import group_trajectories, straight_path, time_grid
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
-
     from transformers import DynamicCache
 
     from ._data import FlowData
@@ -31,7 +29,7 @@ if TYPE_CHECKING:
 __all__ = ["CaLMFlowModule"]
 
 
-class CaLMFlowModule(FlowModuleBase):
+class CaLMFlowModule(CaLMFlowGeneration, FlowModuleBase):
     """Prompt + spatiotemporal tokens -> GPT-NeoX -> variational head -> next state.
 
     Training (teacher forcing, simulation-free): a batch of cells ``x1`` and sources ``x0`` (noise or paired
@@ -72,9 +70,15 @@ class CaLMFlowModule(FlowModuleBase):
         Dropout in the tokenizer and head MLPs.
     prompt_dropout
         Probability that a training sequence reads its condition's context-free prompt instead of the full one.
-    prior_dropout
+    head_start_dropout
         Probability that a training condition starts without its head start (per minibatch), so the flow is also
-        learned from the control cells alone; see :meth:`~scflowlm.module.FlowModuleBase.prior_use`.
+        learned from the control cells alone; see :meth:`~scflowlm.module.FlowModuleBase.head_start_use`.
+    zero_velocity
+        Start the head's output at zero (:class:`~scflowlm.nn.VariationalHead`'s ``zero_init``): the flow moves
+        nothing until training moves it, so an untrained flow predicts its head start.
+    head_start_penalty
+        Weight ``lambda`` of a penalty ``lambda * |v_hat|^2`` on the velocity of sequences that start at their head
+        start: a move away from the head start must lower the flow-matching error by more than it costs.
     """
 
     def __init__(
@@ -92,25 +96,33 @@ class CaLMFlowModule(FlowModuleBase):
         source: str = "noise",
         dropout: float = 0.0,
         prompt_dropout: float = 0.0,
-        prior_dropout: float = 0.0,
+        head_start_dropout: float = 0.0,
+        zero_velocity: bool = False,
+        head_start_penalty: float = 0.0,
     ):
         if data.prompt_ids is None or data.prompt_mask is None:
             raise ValueError(
                 "CaLMFlowModule needs data.prompt_ids and data.prompt_mask (the conditions' prompts)."
             )
-        super().__init__(n_features, source, data, prior_dropout=prior_dropout)
+        super().__init__(n_features, source, data, head_start_dropout=head_start_dropout)
         self.backbone = backbone
         hidden = backbone.config.hidden_size
-        vector_size = 0 if data.single_vectors is None else data.single_vectors.shape[1]
-        self.encoder = ConditionEncoder(len(data.known_singles), hidden, vector_size=vector_size)
+        self.encoder = self._build_encoder(data, hidden)
         self.n_time_points, self.n_space_tokens = n_time_points, n_space_tokens
         self.n_trajectories, self.kl_weight = n_trajectories, kl_weight
         self.prompt_dropout = prompt_dropout
+        self.head_start_penalty = float(head_start_penalty)
         self.state_tokenizer = SpatioTemporalTokenizer(
             n_features, hidden, n_space_tokens, n_time_points, dropout
         )
         self.head = VariationalHead(
-            n_space_tokens * hidden, n_features, n_latent, max(2 * hidden, 128), variational, dropout
+            n_space_tokens * hidden,
+            n_features,
+            n_latent,
+            max(2 * hidden, 128),
+            variational,
+            dropout,
+            zero_init=zero_velocity,
         )
         self.register_buffer("times", time_grid(n_time_points), persistent=False)
 
@@ -138,20 +150,19 @@ class CaLMFlowModule(FlowModuleBase):
         prompt_ids: torch.Tensor,
         prompt_mask: torch.Tensor,
         members: torch.Tensor | None = None,
-        in_prior: torch.Tensor | None = None,
+        in_head_start: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """What a sequence reads before its states: the prompt's words, then the condition encoder's token.
 
-        ``prompt_ids``, ``prompt_mask``: ``[U, L]`` (left-padded); ``members``, ``in_prior``: ``[U, P]`` the
+        ``prompt_ids``, ``prompt_mask``: ``[U, L]`` (left-padded); ``members``, ``in_head_start``: ``[U, P]`` the
         conditions' single perturbations (see :class:`~scflowlm.nn.ConditionEncoder`; ``None``: none). Returns the
         embeddings ``[U, L+1, H]`` and their mask ``[U, L+1]``.
         """
         if members is None:
             members = torch.full((len(prompt_ids), 1), -1, dtype=torch.long, device=prompt_ids.device)
-            in_prior = torch.zeros_like(members, dtype=torch.bool)
+            in_head_start = torch.zeros_like(members, dtype=torch.bool)
         words = self.embed_prompt(prompt_ids)  # [U, L, H]
-        vectors = self.single_vectors if hasattr(self, "single_vectors") else None
-        token = self.encoder(members.to(words.device), in_prior.to(words.device), self.known_singles, vectors)
+        token = self.encoder(members.to(words.device), in_head_start.to(words.device))
         emb = torch.cat([words, token.unsqueeze(1).to(words)], dim=1)  # [U, L+1, H]
         return emb, torch.cat([prompt_mask, prompt_mask.new_ones(len(prompt_mask), 1)], dim=1)  # [U, L+1]
 
@@ -161,19 +172,19 @@ class CaLMFlowModule(FlowModuleBase):
         prompt_mask: torch.Tensor,
         rows: torch.Tensor,
         members: torch.Tensor | None = None,
-        in_prior: torch.Tensor | None = None,
+        in_head_start: torch.Tensor | None = None,
         reserve: int = 0,
         storage: KVStorage | None = None,
     ) -> tuple[DynamicCache, torch.Tensor | None]:
         """Encode each of ``U`` prefixes once; every sequence then reads the keys and values of its own.
 
-        ``prompt_ids``, ``prompt_mask``: ``[U, L]``; ``members``, ``in_prior``: ``[U, P]`` (see :meth:`prefix`);
+        ``prompt_ids``, ``prompt_mask``: ``[U, L]``; ``members``, ``in_head_start``: ``[U, P]`` (see :meth:`prefix`);
         ``rows``: ``[S]`` prefix of each sequence. Returns the key/value cache ``[S, ..., L+1, ...]`` and the prefix
         mask ``[S, L+1]`` (``None`` without padding: plain causal attention, no mask tensor to build). Gradients
         flow through the cache, so the prefix costs ``U`` instead of ``S`` passes in training too. ``reserve > 0``
         (generation) leaves room for that many more positions, in ``storage`` (:func:`~scflowlm.nn.reserve_kv_cache`).
         """
-        emb, mask = self.prefix(prompt_ids, prompt_mask, members, in_prior)  # [U, L+1, H], [U, L+1]
+        emb, mask = self.prefix(prompt_ids, prompt_mask, members, in_head_start)  # [U, L+1, H], [U, L+1]
         padded, cache = not bool(mask.all()), new_kv_cache()
         backbone_forward(self.backbone, emb, attention_mask=mask if padded else None, cache=cache)
         if reserve > 0:  # [U, ...] -> [S, ..., L+1+reserve, ...]
@@ -203,23 +214,23 @@ class CaLMFlowModule(FlowModuleBase):
         -------
         ``{"h": [S, N-1, M, K*H], "velocity": [S, N-1, M, D]}``.
         """
-        use_prior = self.prior_use()  # [C]
+        use_head_start = self.head_start_use()  # [C]
         # [B, D] in the frame of the head start: the flow learns what it leaves to move
-        x1 = self.standardize(x) - self.head_start(condition, use_prior)
+        x1 = self.standardize(x) - self.head_start(condition, use_head_start)
         x0 = self.draw_source(x1, condition, context)  # [B, D]
         groups = group_trajectories(condition, self.n_trajectories)  # [S, M]
         path = straight_path(x0[groups], x1[groups], self.times).transpose(1, 2)  # [S, N, M, D]
         n_conditions = len(self.condition_is_control)
         prompt = condition[groups[:, 0]]  # [S] row of each sequence's prompt
-        prompt = prompt + n_conditions * use_prior[prompt]  # rows C..2C-1: the head start's prompts
+        prompt = prompt + n_conditions * use_head_start[prompt]  # rows C..2C-1: the head start's prompts
         if self.training and self.prompt_dropout > 0:  # some sequences read their context-free prompt
             dropped = torch.rand(len(prompt), device=prompt.device) < self.prompt_dropout
             prompt = torch.where(dropped, prompt % n_conditions + 2 * n_conditions, prompt)
         used, rows = torch.unique(prompt, return_inverse=True)  # [U], [S]
         cond = used % n_conditions  # [U] the condition of each prompt
-        in_prior = self.in_prior[cond] & use_prior[cond].unsqueeze(-1)  # [U, P]
+        in_head_start = self.in_head_start[cond] & use_head_start[cond].unsqueeze(-1)  # [U, P]
         cache, mask = self._prompt_cache(
-            self.prompt_ids[used], self.prompt_mask[used], rows, self.members[cond], in_prior
+            self.prompt_ids[used], self.prompt_mask[used], rows, self.members[cond], in_head_start
         )
         tokens = self.state_tokenizer(path)  # [S, N*M*K, H]
         if mask is not None:
@@ -229,7 +240,8 @@ class CaLMFlowModule(FlowModuleBase):
         h = h.view(S, N, M, -1)  # [S, N, M, K*H]
         dt = self.times[1:] - self.times[:-1]  # [N-1]
         velocity = (path[:, 1:] - path[:, :-1]) / dt.view(1, -1, 1, 1)  # [S, N-1, M, D]
-        return {"h": h[:, :-1], "velocity": velocity}
+        started = use_head_start[condition[groups[:, 0]]]  # [S] sequences that start at their head start
+        return {"h": h[:, :-1], "velocity": velocity, "started": started}
 
     def _get_generative_input(self, tensors, inference_outputs) -> dict[str, torch.Tensor]:
         return {"h": inference_outputs["h"], "velocity": inference_outputs["velocity"]}
@@ -241,159 +253,15 @@ class CaLMFlowModule(FlowModuleBase):
         return {"v_hat": v_hat, "kl": kl}
 
     def loss(self, tensors, inference_outputs, generative_outputs) -> LossOutput:
-        """Volterra flow-matching loss (paper eq. 9) per trajectory; see the class docstring for the scale."""
+        """Volterra flow-matching loss (paper eq. 9) per trajectory; see the class docstring for the scale.
+
+        Sequences that start at their head start add ``head_start_penalty * sum_d v_hat^2`` per step.
+        """
         err = (generative_outputs["v_hat"] - inference_outputs["velocity"]).pow(2).sum(-1)  # [S, N-1, M]
+        if self.head_start_penalty > 0:  # a flow that starts at its head start pays for every move
+            started = inference_outputs["started"].to(err).view(-1, 1, 1)  # [S, 1, 1]
+            err = err + self.head_start_penalty * started * generative_outputs["v_hat"].pow(2).sum(-1)
         recon = err.mean(1).reshape(-1)  # [S*M]
         kl = generative_outputs["kl"].mean(1).reshape(-1)  # [S*M]
         loss = (recon + self.kl_weight * kl).mean()
         return LossOutput(loss=loss, reconstruction_loss=recon, kl_local=kl)
-
-    # ------------------------------------------------------------------ generation
-    @torch.no_grad()
-    def rollout(
-        self,
-        prompt_ids: torch.Tensor,
-        prompt_mask: torch.Tensor,
-        x0: torch.Tensor,
-        *,
-        rows: torch.Tensor | None = None,
-        members: torch.Tensor | None = None,
-        in_prior: torch.Tensor | None = None,
-        temperature: float = 1.0,
-        noise: torch.Tensor | None = None,
-        generator: torch.Generator | None = None,
-        use_cache: bool = True,
-        kv_storage: KVStorage | None = None,
-    ) -> torch.Tensor:
-        """Autoregressive rollout of ``S`` sequences from standardised start states.
-
-        Each prompt is encoded once; with ``use_cache`` every step then feeds only the ``M*K`` tokens of the
-        newest state. Without it, the whole sequence is recomputed at every step (the reference for the cache).
-
-        Parameters
-        ----------
-        prompt_ids, prompt_mask
-            ``[C, L]`` prompts (left-padded).
-        x0
-            ``[S, M, D]`` standardised start states.
-        rows
-            ``[S]`` prompt of each sequence; default: the one prompt (``C = 1``) or one per sequence (``C = S``).
-        members, in_prior
-            ``[C, P]`` the single perturbations of the prompts' conditions (see :meth:`prefix`; ``None``: none).
-        temperature
-            ``tau``: scales the latent variance.
-        noise, generator
-            ``[S, N-1, M, Z]`` standard normal latent noise of every step; default: drawn from the torch ``generator``.
-        use_cache, kv_storage
-            Use the key/value cache; the memory to keep it in, reused by the next call given the same
-            (:class:`~scflowlm.nn.KVStorage`).
-
-        Returns
-        -------
-        ``[S, N, M, D]`` standardised path; ``[:, -1]`` are the generated cells.
-        """
-        (S, M, _), N = x0.shape, self.n_time_points
-        prompt_ids, prompt_mask = prompt_ids.to(x0.device), prompt_mask.to(x0.device)
-        if rows is None:
-            rows = torch.zeros(S, dtype=torch.long) if prompt_ids.shape[0] == 1 else torch.arange(S)
-        rows = rows.to(x0.device)
-        dt, path = self.times[1:] - self.times[:-1], [x0]
-        if use_cache:  # mask [S, L+1] grows by M*K a step, into room reserved for every step's tokens
-            room = (N - 1) * M * self.n_space_tokens
-            cache, mask = self._prompt_cache(
-                prompt_ids, prompt_mask, rows, members, in_prior, room, kv_storage
-            )
-        else:
-            emb, pmask = self.prefix(prompt_ids, prompt_mask, members, in_prior)  # [C, L+1, H], [C, L+1]
-        for i in range(N - 1):
-            if use_cache:
-                tokens = self.state_tokenizer(path[-1][:, None], time_index=i)  # [S, M*K, H]
-                if mask is not None:
-                    mask = torch.cat([mask, mask.new_ones(S, tokens.shape[1])], dim=1)  # [S, L+1+(i+1)*M*K]
-                h = backbone_forward(self.backbone, tokens, attention_mask=mask, cache=cache)  # [S, M*K, H]
-            else:
-                tokens = self.state_tokenizer(torch.stack(path, dim=1))  # [S, (i+1)*M*K, H]
-                h = self._run(emb[rows], pmask[rows], tokens)[:, -M * self.n_space_tokens :]
-            eps = None if noise is None else noise[:, i]  # [S, M, Z]
-            v = self.head.sample(h.reshape(S, M, -1), temperature=temperature, noise=eps, generator=generator)
-            path.append(path[-1] + dt[i] * v)  # [S, M, D]
-        return torch.stack(path, dim=1)
-
-    @torch.no_grad()
-    def sample(
-        self,
-        prompt_ids: torch.Tensor,
-        prompt_mask: torch.Tensor,
-        rows: torch.Tensor,
-        *,
-        members: torch.Tensor | None = None,
-        in_prior: torch.Tensor | None = None,
-        x0: torch.Tensor | None = None,
-        shift: torch.Tensor | None = None,
-        generators: Sequence[torch.Generator],
-        temperature: float = 1.0,
-        batch_size: int = 256,
-        use_cache: bool = True,
-        return_path: bool = False,
-    ) -> torch.Tensor:
-        """Generate cells of several conditions at once; raw coordinates in, raw coordinates out.
-
-        The cells of one condition are grouped ``M`` to a sequence; sequences of any conditions are rolled out
-        together, ``batch_size`` cells at a time, each prompt encoded once per batch. All randomness of the
-        cells of condition ``c`` (noise start states, latent noise) comes from ``generators[c]`` in a fixed order,
-        so the cells do not depend on ``batch_size`` or on the other conditions in the call.
-
-        Parameters
-        ----------
-        prompt_ids, prompt_mask
-            ``[C, L]`` prompts of the C conditions of this call (left-padded).
-        rows
-            ``[n]`` condition of each cell.
-        members, in_prior
-            ``[C, P]`` the single perturbations of the C conditions and which are in their head start (see
-            :meth:`prefix`).
-        x0
-            ``[n, D]`` raw start states (a control source), or ``None`` for ``N(0, I)`` noise.
-        shift
-            ``[n, D]`` raw head start of each cell, added to every state of its path (see :meth:`head_start`).
-        generators
-            One torch generator per condition.
-        temperature
-            ``tau >= 0``: scales the latent variance.
-        batch_size
-            Cells rolled out at once (bounds memory).
-        use_cache
-            Use the key/value cache.
-        return_path
-            Return every state of the path ``[n, N, D]`` instead of the end point ``[n, D]``.
-        """
-        rows = torch.as_tensor(rows, dtype=torch.long).cpu()
-        n, M, N = len(rows), self.n_trajectories, self.n_time_points
-        z0 = self.start_states(rows, x0, generators).cpu()  # [n, D] standardised
-        noise = None  # [n, N-1, Z]
-        if self.head.mode != "none":
-            noise = step_noise(rows, generators, N - 1, self.head.n_latent, dtype=z0.dtype)
-        seqs, real = condition_sequences(rows, M)  # [S, M] cells, [S, M] not a filling repeat
-        out = torch.empty((n, N, z0.shape[1]) if return_path else (n, z0.shape[1]), dtype=z0.dtype)
-        device = self.x_mean.device
-        per, storage = max(batch_size // M, 1), KVStorage()  # one cache memory for every batch
-        for start in range(0, len(seqs), per):
-            seq, keep = seqs[start : start + per], real[start : start + per]  # [s, M]
-            eps = None if noise is None else noise[seq].transpose(1, 2).to(device)  # [s, N-1, M, Z]
-            path = self.rollout(
-                prompt_ids,
-                prompt_mask,
-                z0[seq].to(device),
-                rows=rows[seq[:, 0]],
-                members=members,
-                in_prior=in_prior,
-                temperature=temperature,
-                noise=eps,
-                use_cache=use_cache,
-                kv_storage=storage,
-            )  # [s, N, M, D]
-            path = self.unstandardize(path).transpose(1, 2).cpu()  # [s, M, N, D]
-            out[seq[keep]] = path[keep] if return_path else path[keep][:, -1]
-        if shift is not None:
-            out = out + (shift.unsqueeze(1) if return_path else shift).to(out)
-        return out

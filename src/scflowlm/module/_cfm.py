@@ -8,7 +8,7 @@ import torch
 from scvi.module.base import LossOutput, auto_move_data
 from torchdiffeq import odeint
 
-from scflowlm.nn import ConditionEncoder, VectorFieldMLP
+from scflowlm.nn import VectorFieldMLP
 
 from ._base import FlowModuleBase
 from ._coupling import ot_permutation, sinkhorn_pairing
@@ -79,8 +79,12 @@ class CFMModule(FlowModuleBase):
         Sinusoidal time frequencies fed to the MLP.
     n_encoding
         Width of the condition encoder's embedding of the single perturbations.
-    prior_dropout
+    head_start_dropout
         Probability that a training condition starts without its head start (per minibatch).
+    zero_velocity
+        Start the vector field's output at zero: an untrained flow predicts its head start.
+    head_start_penalty
+        Weight ``lambda`` of a penalty ``lambda * |v|^2`` on the field where a flow starts at its head start.
     """
 
     def __init__(
@@ -96,7 +100,9 @@ class CFMModule(FlowModuleBase):
         dropout: float = 0.0,
         n_frequencies: int = 4,
         n_encoding: int = 32,
-        prior_dropout: float = 0.0,
+        head_start_dropout: float = 0.0,
+        zero_velocity: bool = False,
+        head_start_penalty: float = 0.0,
     ):
         if flow not in FLOWS:
             raise ValueError(f"flow must be one of {FLOWS}, got {flow!r}.")
@@ -108,27 +114,32 @@ class CFMModule(FlowModuleBase):
             raise ValueError(
                 "CFMModule needs data.covariates, the [C, Pc] context covariates of the conditions."
             )
-        super().__init__(n_features, source, data, prior_dropout=prior_dropout)
-        vector_size = 0 if data.single_vectors is None else data.single_vectors.shape[1]
-        self.encoder = ConditionEncoder(len(data.known_singles), n_encoding, vector_size=vector_size)
+        super().__init__(n_features, source, data, head_start_dropout=head_start_dropout)
+        self.encoder = self._build_encoder(data, n_encoding)
         #: width of the vector field's covariate input: the context covariates and the encoder's embedding
         self.n_covariates = data.covariates.shape[1] + n_encoding
         self.flow = flow
         self.sigma = float(sigma)
+        self.head_start_penalty = float(head_start_penalty)
         self.field = VectorFieldMLP(
-            n_features, self.n_covariates, n_hidden, n_layers, n_frequencies=n_frequencies, dropout=dropout
+            n_features,
+            self.n_covariates,
+            n_hidden,
+            n_layers,
+            n_frequencies=n_frequencies,
+            dropout=dropout,
+            zero_init=zero_velocity,
         )
 
     def condition_covariates(
-        self, covariates: torch.Tensor, members: torch.Tensor, in_prior: torch.Tensor
+        self, covariates: torch.Tensor, members: torch.Tensor, in_head_start: torch.Tensor
     ) -> torch.Tensor:
         """The vector field's covariates ``[U, Pc+E]`` of ``U`` conditions.
 
-        ``covariates``: ``[U, Pc]`` context covariates; ``members``, ``in_prior``: ``[U, P]`` the single perturbations
+        ``covariates``: ``[U, Pc]`` context covariates; ``members``, ``in_head_start``: ``[U, P]`` the single perturbations
         and which are in the head start (:class:`~scflowlm.nn.ConditionEncoder`).
         """
-        vectors = self.single_vectors if hasattr(self, "single_vectors") else None
-        encoded = self.encoder(members, in_prior, self.known_singles, vectors)  # [U, E]
+        encoded = self.encoder(members, in_head_start)  # [U, E]
         return torch.cat([covariates.to(encoded), encoded], dim=-1)
 
     # ------------------------------------------------------------------ coupling and paths
@@ -185,20 +196,23 @@ class CFMModule(FlowModuleBase):
 
         Returns
         -------
-        ``{"x_t": [B, D], "t": [B], "u_t": [B, D], "c": [B, P]}``.
+        ``{"x_t": [B, D], "t": [B], "u_t": [B, D], "c": [B, P], "started": [B]}`` (``started``: the cells whose flow
+        starts at their head start).
         """
-        use_prior = self.prior_use()  # [C]
+        use_head_start = self.head_start_use()  # [C]
         # [B, D] in the frame of the head start: the flow learns what it leaves to move
-        x1 = self.standardize(x) - self.head_start(condition, use_prior)
+        x1 = self.standardize(x) - self.head_start(condition, use_head_start)
         x0 = self.draw_source(x1, condition, context)  # [B, D]
         if self.source == "noise":
             x0 = self.pair(x0, x1, condition)  # [B, D]
         t = torch.rand(x1.shape[0], device=x1.device) * (1.0 - 2.0 * T_EPS) + T_EPS  # [B]
         x_t, u_t = self.sample_path(x0, x1, t)  # [B, D], [B, D]
         used, rows = torch.unique(condition, return_inverse=True)  # [U], [B]
-        in_prior = self.in_prior[used] & use_prior[used].unsqueeze(-1)  # [U, P]
-        c = self.condition_covariates(self.covariates[used], self.members[used], in_prior)[rows]  # [B, Pc+E]
-        return {"x_t": x_t, "t": t, "u_t": u_t, "c": c}
+        in_head_start = self.in_head_start[used] & use_head_start[used].unsqueeze(-1)  # [U, P]
+        c = self.condition_covariates(self.covariates[used], self.members[used], in_head_start)[
+            rows
+        ]  # [B, Pc+E]
+        return {"x_t": x_t, "t": t, "u_t": u_t, "c": c, "started": use_head_start[condition]}
 
     def _get_generative_input(self, tensors, inference_outputs) -> dict[str, torch.Tensor]:
         return {"x_t": inference_outputs["x_t"], "t": inference_outputs["t"], "c": inference_outputs["c"]}
@@ -209,8 +223,14 @@ class CFMModule(FlowModuleBase):
         return {"v": self.field(x_t, t, c)}
 
     def loss(self, tensors, inference_outputs, generative_outputs) -> LossOutput:
-        """Flow-matching loss: squared error summed over features, averaged over cells."""
+        """Flow-matching loss: squared error summed over features, averaged over cells.
+
+        Cells whose flow starts at their head start add ``head_start_penalty * sum_d v^2``.
+        """
         recon = (generative_outputs["v"] - inference_outputs["u_t"]).pow(2).sum(-1)  # [B]
+        if self.head_start_penalty > 0:  # a flow that starts at its head start pays for every move
+            started = inference_outputs["started"].to(recon)  # [B]
+            recon = recon + self.head_start_penalty * started * generative_outputs["v"].pow(2).sum(-1)
         return LossOutput(loss=recon.mean(), reconstruction_loss=recon, kl_local=torch.zeros_like(recon))
 
     # ------------------------------------------------------------------ generation
@@ -275,7 +295,7 @@ class CFMModule(FlowModuleBase):
         rows: torch.Tensor,
         *,
         members: torch.Tensor | None = None,
-        in_prior: torch.Tensor | None = None,
+        in_head_start: torch.Tensor | None = None,
         x0: torch.Tensor | None = None,
         shift: torch.Tensor | None = None,
         generators: Sequence[torch.Generator],
@@ -292,7 +312,7 @@ class CFMModule(FlowModuleBase):
             ``[C, Pc]`` context covariates of the C conditions of this call.
         rows
             ``[n]`` condition of each cell.
-        members, in_prior
+        members, in_head_start
             ``[C, P]`` the single perturbations of the conditions and which are in their head start (``None``:
             none); see :meth:`condition_covariates`.
         x0
@@ -317,10 +337,10 @@ class CFMModule(FlowModuleBase):
         covariates = torch.as_tensor(covariates, dtype=z0.dtype).to(self.x_mean.device)  # [C, Pc]
         if members is None:
             members = torch.full((len(covariates), 1), -1, dtype=torch.long)
-            in_prior = torch.zeros_like(members, dtype=torch.bool)
+            in_head_start = torch.zeros_like(members, dtype=torch.bool)
         device = self.x_mean.device
         cov = self.condition_covariates(
-            covariates, members.to(device), in_prior.to(device)
+            covariates, members.to(device), in_head_start.to(device)
         ).cpu()  # [C, Pc+E]
         times = torch.linspace(0.0, 1.0, n_path_points) if return_path else None
         order = torch.argsort(rows, stable=True)  # cells of one condition together

@@ -49,7 +49,7 @@ class FlowData:
     members
         ``[C, P]`` the single perturbations of each condition, as indices into the vocabulary of singles
         (``-1`` padding; a control has none).
-    in_prior
+    in_head_start
         ``[C, P]`` whether each single's measured effect is in the condition's head start.
     known_singles
         ``[V]`` whether each single of the vocabulary was perturbed in the training cells.
@@ -73,7 +73,7 @@ class FlowData:
     condition_means: torch.Tensor
     condition_shift: torch.Tensor
     members: torch.Tensor
-    in_prior: torch.Tensor
+    in_head_start: torch.Tensor
     known_singles: torch.Tensor
     single_vectors: torch.Tensor | None = None
     prompt_ids: torch.Tensor | None = None
@@ -100,7 +100,7 @@ class FlowData:
             condition_means=zeros(0, n_features),
             condition_shift=zeros(0, n_features),
             members=zeros(0, 0, dtype=torch.long),
-            in_prior=zeros(0, 0, dtype=torch.bool),
+            in_head_start=zeros(0, 0, dtype=torch.bool),
             known_singles=zeros(0, dtype=torch.bool),
         )
 

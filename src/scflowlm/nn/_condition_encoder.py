@@ -13,16 +13,19 @@ class ConditionEncoder(nn.Module):
 
     Each single ``s`` of a condition becomes a token
 
-    ``t_s = known_s * E[s] + W v_s`` (its identity), or ``t_s = h`` when the flow's head start already holds its
-    measured effect (the additive prior)
+    ``t_s = known_s * E[s] + W v_s`` (its identity), or ``t_s = c`` when the flow's head start already holds its
+    measured effect (it is *covered*)
 
     with ``E[s]`` a learned embedding of the single (used only for singles seen in training: an embedding that no
     training cell updated would be noise), ``W v_s`` a learned projection of the single's gene vector ``v_s`` (when
-    the model was given vectors; the route to singles never perturbed in training), and ``h`` one learned
-    embedding for every part that is already in the head start: the model reads what it has still to move, and a
+    the model was given vectors; the route to singles never perturbed in training), and ``c`` the one learned
+    :attr:`covered_token` of every part already in the head start: the model reads what it has still to move, and a
     pair whose two singles are in the head start reads exactly as a single in the head start did in training. The
     condition's embedding is the **mean** of its tokens: ``A+B`` and ``B+A`` give the same embedding and a single
     and a pair share every parameter. A condition without perturbations (a control) embeds to zeros.
+
+    The encoder owns its vocabulary: which singles were seen in training (``known``, a buffer) and their gene
+    vectors (``vectors``, a buffer, or none), set with :meth:`set_vocabulary` when the training data change.
 
     Parameters
     ----------
@@ -42,40 +45,49 @@ class ConditionEncoder(nn.Module):
         self.n_singles, self.hidden_size, self.vector_size = n_singles, hidden_size, vector_size
         self.embedding = nn.Embedding(max(n_singles, 1), hidden_size)
         nn.init.normal_(self.embedding.weight, std=init_std)
-        self.in_prior = nn.Parameter(torch.zeros(hidden_size))
+        self.covered_token = nn.Parameter(torch.zeros(hidden_size))
         self.project = nn.Linear(vector_size, hidden_size, bias=False) if vector_size else None
         if self.project is not None:
             nn.init.normal_(self.project.weight, std=init_std / max(vector_size, 1) ** 0.5)
+        self.register_buffer("known", torch.zeros(n_singles, dtype=torch.bool))
+        self.register_buffer("vectors", torch.zeros(n_singles, vector_size) if vector_size else None)
 
-    def forward(
-        self,
-        members: torch.Tensor,
-        in_prior: torch.Tensor,
-        known: torch.Tensor,
-        vectors: torch.Tensor | None = None,
-    ) -> torch.Tensor:
+    def set_vocabulary(self, known: torch.Tensor, vectors: torch.Tensor | None = None) -> None:
+        """Which of the ``V`` singles were seen in training (``[V]``) and their gene vectors (``[V, E]``)."""
+        self.known = known.to(self.embedding.weight.device, torch.bool)
+        if vectors is not None:
+            self.vectors = vectors.to(self.embedding.weight)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        for name in ("known", "vectors"):  # a saved vocabulary of another size
+            saved = state_dict.get(prefix + name)
+            if (
+                saved is not None
+                and getattr(self, name) is not None
+                and saved.shape != getattr(self, name).shape
+            ):
+                self._buffers[name] = torch.empty(saved.shape, dtype=saved.dtype)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def forward(self, members: torch.Tensor, covered: torch.Tensor) -> torch.Tensor:
         """Embeddings ``[B, H]`` of ``B`` conditions.
 
         Parameters
         ----------
         members
             ``[B, P]`` vocabulary index of each single of each condition, ``-1`` padding.
-        in_prior
+        covered
             ``[B, P]`` whether each single's effect is in the condition's head start.
-        known
-            ``[V]`` whether each single was seen in training (its embedding trained).
-        vectors
-            ``[V, E]`` gene vector of each single (zeros for a single without one), or ``None``.
         """
         valid = members >= 0  # [B, P]
-        known = known if len(known) else known.new_zeros(1)  # an empty vocabulary: every row is padding
+        known = self.known if len(self.known) else self.known.new_zeros(1)  # an empty vocabulary: all padding
         index = members.clamp(min=0)  # [B, P]
         tokens = self.embedding(index) * known[index].unsqueeze(-1).to(self.embedding.weight)  # [B, P, H]
-        if self.project is not None and vectors is not None:
-            tokens = tokens + self.project(vectors[index].to(tokens))  # [B, P, H]
-        covered = in_prior.unsqueeze(-1).to(tokens)  # [B, P, 1]
+        if self.project is not None and self.vectors is not None:
+            tokens = tokens + self.project(self.vectors[index].to(tokens))  # [B, P, H]
+        cover = covered.unsqueeze(-1).to(tokens)  # [B, P, 1]
         tokens = (
-            tokens * (1 - covered) + covered * self.in_prior
+            tokens * (1 - cover) + cover * self.covered_token
         )  # [B, P, H]: covered parts lose their identity
         tokens = tokens * valid.unsqueeze(-1).to(tokens)
         count = valid.sum(1, keepdim=True).clamp(min=1).to(tokens)  # [B, 1]

@@ -61,6 +61,9 @@ class VariationalHead(nn.Module):
         One of ``"cvae"``, ``"paper"``, ``"none"``.
     dropout
         Dropout inside the MLPs.
+    zero_init
+        Start the decoder's output layer at zero: the velocity is 0 until training moves it, so a flow that
+        starts at a head start predicts the head start itself until the data say otherwise.
     """
 
     def __init__(
@@ -71,6 +74,8 @@ class VariationalHead(nn.Module):
         n_hidden: int,
         mode: VariationalMode = "cvae",
         dropout: float = 0.0,
+        *,
+        zero_init: bool = False,
     ):
         super().__init__()
         if mode not in ("cvae", "paper", "none"):
@@ -83,6 +88,9 @@ class VariationalHead(nn.Module):
             self.posterior = _mlp(input_size + n_features, n_hidden, 2 * n_latent, dropout)
         dec_in = {"cvae": n_latent + input_size, "paper": n_latent, "none": input_size}[mode]
         self.decoder = _mlp(dec_in, n_hidden, n_features, dropout)
+        if zero_init:
+            nn.init.zeros_(self.decoder[-1].weight)
+            nn.init.zeros_(self.decoder[-1].bias)
 
     def _split(self, stats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         mu, logvar = stats.chunk(2, dim=-1)

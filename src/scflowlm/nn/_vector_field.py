@@ -53,6 +53,8 @@ class VectorFieldMLP(nn.Module):
         Number of sinusoidal time frequencies.
     dropout
         Dropout after every hidden activation.
+    zero_init
+        Start the output layer at zero: the field is 0 until training moves it.
     """
 
     def __init__(
@@ -64,6 +66,7 @@ class VectorFieldMLP(nn.Module):
         *,
         n_frequencies: int = 4,
         dropout: float = 0.0,
+        zero_init: bool = False,
     ):
         super().__init__()
         if n_layers < 1:
@@ -78,6 +81,9 @@ class VectorFieldMLP(nn.Module):
             if dropout > 0:
                 layers.append(nn.Dropout(dropout))
         layers.append(nn.Linear(n_hidden, n_features))
+        if zero_init:
+            nn.init.zeros_(layers[-1].weight)
+            nn.init.zeros_(layers[-1].bias)
         self.net = nn.Sequential(*layers)
 
     def forward(

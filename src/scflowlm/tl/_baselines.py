@@ -14,15 +14,12 @@ from .._docs import doc_params
 from .._utils import PredictionRecord, dense, group_means, obs_mask, predicted_anndata, random_state
 from .._warnings import ScflowlmWarning
 from ..data import (
-    COMBINATION_SEP,
-    ConditionTable,
     ShiftEstimate,
     as_condition_list,
-    check_gene_vectors,
     estimate_shifts,
     fit_combination_scale,
 )
-from ._utils import _check_keys, _resolve_keys
+from ._utils import _catalog, _check_keys
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -51,28 +48,28 @@ def _predict(
     :func:`scflowlm.data.fit_combination_scale` on the training combinations' ``X``); ``vectors``: gene vectors
     (checked and named as ``setup_anndata`` does) with ``vector_options`` for :func:`~scflowlm.data.estimate_shifts`.
     """
-    keys, perturbation_key, control_value = _resolve_keys(
-        adata, condition_keys=condition_keys, perturbation_key=perturbation_key, control_value=control_value
+    catalog, rows, targets = _catalog(
+        adata,
+        conditions,
+        condition_keys=condition_keys,
+        perturbation_key=perturbation_key,
+        control_value=control_value,
+        combo_sep=combo_sep,
+        vectors=vectors,
     )
-    _check_keys(adata, keys)
-    if perturbation_key not in keys:
-        msg = f"perturbation_key {perturbation_key!r} must be one of condition_keys {keys}"
-        raise ValueError(msg)
-    sep = combo_sep or getattr(PredictionRecord.read(adata), "combination_sep", COMBINATION_SEP)
-    table, rows = ConditionTable.from_obs(
-        adata.obs, keys, perturbation_key=perturbation_key, control_value=control_value, combination_sep=sep
+    table = catalog.table
+    keys, perturbation_key, control_value, sep = (
+        table.fields,
+        table.perturbation_key,
+        table.control_value,
+        table.combination_sep,
     )
     reps = {"X": adata.X} | {k: adata.obsm[k] for k in obsm_keys if k in adata.obsm}
     means = {r: group_means(m, rows, len(table)) for r, m in reps.items()}  # [C, D] per representation
-    targets = [
-        {k: table.typed(k, c[k])[0] for k in keys} for c in as_condition_list(conditions, name="conditions")
-    ]
     held = {table.row_of(c) for c in targets}  # the conditions to predict are never read
     measured = (np.bincount(rows[rows >= 0], minlength=len(table)) > 0) & ~np.isin(
         np.arange(len(table)), list(held)
     )
-    if vectors is not None:
-        vectors = table.align_vectors(check_gene_vectors(vectors, uns=adata.uns))
     if scale == "fit":
         scale = fit_combination_scale(table, measured, means["X"])
     if mode == "control":
@@ -84,7 +81,7 @@ def _predict(
             targets,
             mode=mode,
             similarity_means=means["X"],
-            vectors=vectors,
+            vectors=catalog.vectors,
             combination_scale=scale,
             **(vector_options or {}),
         )
@@ -92,7 +89,8 @@ def _predict(
         name
         or {
             "control": "control_mean",
-            "pooled": "additive",
+            "pooled": "pooled",
+            "additive": "additive",
             "nearest": "nearest_context",
             "mean": "mean_shift",
         }[mode]
@@ -175,13 +173,15 @@ def baseline_additive(
     combo_sep: str | None = None,
     scale: float | Literal["fit"] = 1.0,
 ) -> AnnData:
-    """Pooled additive shift: context's control cells + the perturbation's mean shift in other contexts.
+    """Additive shift: context's control cells + the sum of the condition's single perturbations' shifts.
 
-    The shift of a perturbation in a context is the mean of its cells minus the mean of that context's
-    control cells; this baseline averages it (each context weighted equally) over every other context that has
-    the perturbation. For a combination ``"A+B"`` that no other context has, the shift is the sum of the single
-    shifts of ``A`` and ``B``, each measured in the same context when it has them, else pooled over the other
-    contexts, times ``scale``. Without any usable shift it warns and returns the control cells.
+    The shift of a single in a context is the mean of its cells minus the mean of that context's control cells.
+    Each single of the condition (a combination ``"A+B"``: ``A`` and ``B``) contributes its shift in the condition's
+    own context where it was measured there, else its shift averaged (each context weighted equally) over every
+    other context that measured it; a combination's sum is multiplied by ``scale``. This is the one meaning of
+    "additive" in scflowlm: the models' additive head start (``start_shift="additive"``) and the reference of the
+    interaction score are the same estimate (:func:`scflowlm.data.estimate_shifts`, ``"additive"``). Without any
+    usable shift it warns and returns the control cells.
 
     Parameters
     ----------
@@ -205,7 +205,7 @@ def baseline_additive(
         perturbation_key=perturbation_key,
         control_value=control_value,
         obsm_keys=obsm_keys,
-        mode="pooled",
+        mode="additive",
         combo_sep=combo_sep,
         name="additive" if scale == 1.0 else "additive_scaled",
         scale=scale,

@@ -11,7 +11,7 @@ import pandas as pd
 from .._constants import EVALUATE_KEY, UNS_KEY
 from .._docs import doc_params
 from .._utils import dense, obs_mask, pca_coords
-from ..data import ConditionTable, same_value
+from ..data import same_value
 from ..metrics import fit_leiden_classifier
 from . import _scores
 from ._utils import _check_keys, _combination_sep, _conditions_in, _resolve_keys
@@ -269,13 +269,9 @@ def evaluate(
     additive = [None] * len(conditions)
     if any("interaction" in m for m in wanted):
         additive = _scores.additive_means(adata_real, conditions, keys, perturbation_key, control_value, sep)
-    singles = ConditionTable.from_obs(
-        adata_real.obs[[perturbation_key]],
-        [perturbation_key],
-        perturbation_key=perturbation_key,
-        control_value=control_value,
-        combination_sep=sep,
-    )[0]
+    singles = _scores.catalog_of(adata_real, [perturbation_key], perturbation_key, control_value, sep)[
+        0
+    ].table
     genes_are_perturbed = exclude_perturbed is True or (
         exclude_perturbed == "auto" and bool(set(singles.singles()) & set(map(str, adata_real.var_names)))
     )

@@ -9,8 +9,7 @@ import pandas as pd
 
 from .._docs import doc_params
 from .._utils import PredictionRecord, dense, group_means, obs_mask, predicted_anndata
-from ..data import COMBINATION_SEP, ConditionTable, as_condition_list, check_gene_vectors
-from ._utils import _check_keys, _resolve_keys
+from ._utils import _catalog
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -97,20 +96,17 @@ def baseline_linear(
     ``condition_keys``, ``baseline`` (``"linear"``) and ``source_cell``; ``obsm`` entries shifted likewise;
     ``uns["scflowlm"]`` the keys, as a model's prediction records them.
     """
-    keys, perturbation_key, control_value = _resolve_keys(
-        adata, condition_keys=condition_keys, perturbation_key=perturbation_key, control_value=control_value
+    catalog, rows, targets = _catalog(
+        adata,
+        conditions,
+        condition_keys=condition_keys,
+        perturbation_key=perturbation_key,
+        control_value=control_value,
+        combo_sep=combo_sep,
+        vectors=perturbation_embeddings,
     )
-    _check_keys(adata, keys)
-    if perturbation_key not in keys:
-        msg = f"perturbation_key {perturbation_key!r} must be one of condition_keys {keys}"
-        raise ValueError(msg)
-    sep = combo_sep or getattr(PredictionRecord.read(adata), "combination_sep", COMBINATION_SEP)
-    table, rows = ConditionTable.from_obs(
-        adata.obs, keys, perturbation_key=perturbation_key, control_value=control_value, combination_sep=sep
-    )
-    targets = [
-        {k: table.typed(k, c[k])[0] for k in keys} for c in as_condition_list(conditions, name="conditions")
-    ]
+    table = catalog.table
+    keys, perturbation_key, control_value = table.fields, table.perturbation_key, table.control_value
     held = {table.row_of(c) for c in targets}  # the conditions to predict are never read
     all_means = group_means(adata.X, rows, len(table))  # [C, genes]
     seen = [i for i in range(len(table)) if i not in held and (rows == i).any()]
@@ -143,13 +139,7 @@ def baseline_linear(
     # unit mean squared norm, comparable to the bias 1
     z_scale = float(np.sqrt((z_all**2).sum(1).mean())) or 1.0
 
-    vectors = None
-    if (
-        perturbation_embeddings is not None
-    ):  # checked and named as the column's singles, as setup_anndata does
-        vectors = table.align_vectors(check_gene_vectors(perturbation_embeddings, uns=adata.uns)).astype(
-            np.float64
-        )
+    vectors = None if catalog.vectors is None else catalog.vectors.astype(np.float64)
 
     def identity(single: str) -> np.ndarray:
         """The perturbation's part of the embedding: its one-hot, or its gene vector (zeros without one)."""
@@ -199,7 +189,12 @@ def baseline_linear(
     obs = pd.concat(obs, ignore_index=True)
     obs.index = [f"linear-{i}" for i in range(len(obs))]
     record = PredictionRecord(
-        keys, perturbation_key, control_value, sep, next(iter(reps), "X_pca"), "baseline_linear"
+        keys,
+        perturbation_key,
+        control_value,
+        table.combination_sep,
+        next(iter(reps), "X_pca"),
+        "baseline_linear",
     )
     obsm = {k: np.concatenate(v) for k, v in obsm.items()}
     return predicted_anndata(np.concatenate(X), obs, adata.var[[]].copy(), record=record, obsm=obsm)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .._utils import group_means, obs_mask, random_state, subsample_idx
-from ..data import ConditionTable, estimate_shifts
+from ..data import ConditionCatalog, estimate_shifts
 from ..metrics import (
     adaptive_mmd,
     de_overlap,
@@ -139,25 +139,27 @@ def additive_means(
 ) -> list[np.ndarray | None]:
     """:func:`~scflowlm.tl.baseline_additive`'s mean expression ``[G]`` of each condition (``None``: no estimate).
 
-    The context's control mean plus the estimate of :func:`scflowlm.data.estimate_shifts` (``"pooled"``), from the
-    real cells of other conditions (a condition's own cells are never used).
+    The context's control mean plus the ``"additive"`` estimate of :func:`scflowlm.data.estimate_shifts`, from the
+    real cells of the other conditions (a condition's own cells are never used).
     """
-    table, rows = ConditionTable.from_obs(
-        adata_real.obs,
-        keys,
-        perturbation_key=perturbation_key,
-        control_value=control_value,
-        combination_sep=sep,
-    )
+    catalog, rows = catalog_of(adata_real, keys, perturbation_key, control_value, sep)
+    table = catalog.table
     means = group_means(adata_real.X, rows, len(table))  # [C, G]
     measured = np.bincount(rows[rows >= 0], minlength=len(table)) > 0
-    typed = [{k: table.typed(k, c[k])[0] for k in keys} for c in conditions]
-    estimates = estimate_shifts(table, measured, typed, mode="pooled", similarity_means=means)
     out = []
-    for cond, estimate in zip(typed, estimates, strict=True):
+    for cond in catalog.typed(conditions):
+        without = measured & (np.arange(len(table)) != table.row_of(cond))  # never the condition's own cells
+        [estimate] = estimate_shifts(table, without, [cond], mode="additive", similarity_means=means)
         control = table.row_of(cond | {perturbation_key: control_value})
         out.append(means[control] + estimate.apply(means) if estimate.terms and control >= 0 else None)
     return out
+
+
+def catalog_of(adata, keys, perturbation_key, control_value, sep):
+    """The catalog of ``adata.obs`` and the row of every cell (:meth:`scflowlm.data.ConditionCatalog.from_obs`)."""
+    return ConditionCatalog.from_obs(
+        adata.obs, keys, perturbation_key=perturbation_key, control_value=control_value, combination_sep=sep
+    )
 
 
 def discrimination_ranks(
@@ -176,13 +178,8 @@ def discrimination_ranks(
     The candidates are every perturbed condition of ``adata_real`` with at least 2 control cells in its context;
     changes are means minus the context's control mean; each prediction's perturbed genes are left out.
     """
-    table, rows = ConditionTable.from_obs(
-        adata_real.obs,
-        keys,
-        perturbation_key=perturbation_key,
-        control_value=control_value,
-        combination_sep=sep,
-    )
+    catalog, rows = catalog_of(adata_real, keys, perturbation_key, control_value, sep)
+    table = catalog.table
     means = group_means(adata_real.X, rows, len(table))  # [C, G]
     counts = np.bincount(rows[rows >= 0], minlength=len(table))
     control_row = {}
@@ -202,7 +199,7 @@ def discrimination_ranks(
     position = {row: j for j, row in enumerate(candidates)}
     pred, own, exclude, which = [], [], [], []
     for i, (cond, c) in enumerate(zip(conditions, cells, strict=True)):
-        typed = {k: table.typed(k, cond[k])[0] for k in keys}
+        [typed] = catalog.typed([cond])
         row = table.row_of(typed)
         if c is None or c.control is None or row not in position:
             continue

@@ -8,7 +8,7 @@ from anndata import AnnData
 
 from .._constants import UNS_KEY
 from .._utils import PredictionRecord, dense
-from ..data import COMBINATION_SEP
+from ..data import COMBINATION_SEP, ConditionCatalog
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -78,3 +78,39 @@ def _combination_sep(*adatas: AnnData | None, given: str | None = None) -> str:
         if record is not None:
             return record.combination_sep
     return COMBINATION_SEP
+
+
+def _catalog(
+    adata: AnnData,
+    conditions: Any,
+    *,
+    condition_keys: Sequence[str] | None,
+    perturbation_key: str | None,
+    control_value: Any,
+    combo_sep: str | None = None,
+    vectors: Any = None,
+) -> tuple[ConditionCatalog, np.ndarray, list[dict[str, Any]]]:
+    """The set-up every baseline shares: keys resolved and checked, the catalog of ``adata.obs``, the typed targets.
+
+    Returns ``(catalog, rows [n] of every cell, targets)``; gene ``vectors`` are checked and named as
+    ``setup_anndata`` does (an ``adata.uns`` key is read).
+    """
+    from ..data import check_gene_vectors
+
+    keys, perturbation_key, control_value = _resolve_keys(
+        adata, condition_keys=condition_keys, perturbation_key=perturbation_key, control_value=control_value
+    )
+    _check_keys(adata, keys)
+    if perturbation_key not in keys:
+        msg = f"perturbation_key {perturbation_key!r} must be one of condition_keys {keys}"
+        raise ValueError(msg)
+    checked = None if vectors is None else check_gene_vectors(vectors, uns=adata.uns)
+    catalog, rows = ConditionCatalog.from_obs(
+        adata.obs,
+        keys,
+        perturbation_key=perturbation_key,
+        control_value=control_value,
+        combination_sep=_combination_sep(adata, given=combo_sep),
+        vectors=checked,
+    )
+    return catalog, rows, catalog.typed(conditions)

@@ -1,0 +1,222 @@
+"""Adapt a trained model to new data: fine-tuning a reference against training on the query alone or on both.
+
+Two cases, side by side in one run, several seeds, CaLMFlow at its defaults:
+
+- **Kang 2018** (as the scoreboard loads it): a reference trained on two cell types (CD4 T cells, CD14+ Monocytes;
+  both conditions). The query holds the other three types' control cells and the stimulated cells of all but one;
+  that one's stimulated cells are predicted (each of the three in turn).
+- **K562** (``perturbench_devel``): a reference trained on the K562 singles (and controls); the query holds the
+  control cells and two of the five pairs whose singles are measured; the other three pairs are predicted.
+
+Rows: (a) ``adapted``: the reference prepared and fine-tuned on the query (``prepare_query_anndata``,
+``load_query_data``, ``train()`` at its adaptation defaults); (b) ``query alone``: a model trained on the query
+only; (c) ``reference + query``: one model trained on both; the nearest-context shift and the linear baseline on
+reference + query cells; real vs real. Scores: top-100 DE R^2, change r (``pearson_delta_de``), E-distance (50-d
+PCA), and the training wall seconds (the reference's own training is not counted for (a): it is done once and
+shared). **Goal**: (a) within 0.01 of (c) on top-100 DE R^2 and change r, above (b), at no more than a quarter of
+(c)'s training time.
+
+Usage::
+
+    python benchmarks/adapt.py                 # both cases, 3 seeds
+    python benchmarks/adapt.py --quick         # one seed, one Kang type, few steps: a smoke test
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import scanpy as sc
+import scvi
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as C
+
+import scflowlm
+from scflowlm import tl
+
+KW = C.KEYS
+METRICS = ["r2_de", "pearson_delta_de", "edistance"]
+REFERENCE_TYPES = ["CD4 T cells", "CD14+ Monocytes"]
+
+
+def _mask(adata, **values) -> np.ndarray:
+    out = np.ones(adata.n_obs, dtype=bool)
+    for key, allowed in values.items():
+        out &= np.isin(adata.obs[key].astype(str).to_numpy(), list(np.atleast_1d(allowed)))
+    return out
+
+
+def kang_cases(*, quick: bool):
+    adata, setup = C.load_kang()
+    types = sorted(set(adata.obs["cell_type"]))
+    query_types = [t for t in types if t not in REFERENCE_TYPES]
+    reference = adata[_mask(adata, cell_type=REFERENCE_TYPES)].copy()
+    cases = []
+    for held in query_types[:1] if quick else query_types:
+        cond = {"cell_type": held, "condition": "stimulated"}
+        query = adata[
+            _mask(adata, cell_type=query_types) & ~_mask(adata, cell_type=held, condition="stimulated")
+        ].copy()
+        cases.append(("kang", held, adata, reference, query, [cond]))
+    return setup, cases
+
+
+def k562_cases(*, quick: bool):
+    adata, setup = C.load_perturbench()
+    adata = adata[adata.obs["cell_type"] == "k562"].copy()
+    sc.pp.pca(adata, n_comps=50, random_state=0)
+    conds = sorted(set(adata.obs["condition"].astype(str)))
+    singles = [c for c in conds if c != "control" and "+" not in c]
+    pairs = [c for c in conds if "+" in c and all(s in singles for s in c.split("+"))]
+    reference = adata[_mask(adata, condition=["control", *singles])].copy()
+    query = adata[_mask(adata, condition=["control", *pairs[:2]])].copy()
+    held = [{"cell_type": "k562", "condition": p} for p in pairs[2:]]
+    return setup, [("k562", "+".join(p["condition"] for p in held), adata, reference, query, held)]
+
+
+def train(cls_kwargs, adata, setup, holdout, seed, **train_kwargs):
+    scvi.settings.seed = seed
+    data = adata.copy()
+    scflowlm.CaLMFlowModel.setup_anndata(data, **setup)
+    model = scflowlm.CaLMFlowModel(data, **cls_kwargs)
+    with C.Timer() as t:
+        model.train(holdout=holdout or None, enable_progress_bar=False, **train_kwargs)
+    return model, t.s
+
+
+def score(adata, pred, cond) -> dict:
+    df = tl.evaluate(
+        adata, pred, conditions=[cond], metrics=METRICS, space="pca", max_cells=None, key_added=None, **KW
+    )
+    return df.iloc[0][METRICS].to_dict()
+
+
+def run_case(name, label, adata, reference, query, held, setup, seed, steps) -> list[dict]:
+    """Every row of one held-out set at one seed."""
+    extra = {"max_steps": steps} if steps else {}
+    rows = []
+    ref_model, ref_s = train({}, reference, setup, [], seed, **extra)
+    prepared = scflowlm.CaLMFlowModel.prepare_query_anndata(query, ref_model)
+    scvi.settings.seed = seed
+    adapted = scflowlm.CaLMFlowModel.load_query_data(prepared, ref_model)
+    with C.Timer() as t:
+        adapted.train(enable_progress_bar=False, **({"max_steps": max(steps // 4, 1)} if steps else {}))
+    models = {"(a) adapted": (adapted, t.s)}
+    models["(b) query alone"] = train({}, query, setup, [], seed, **extra)
+    held_mask = np.zeros(adata.n_obs, dtype=bool)
+    for c in held:
+        held_mask |= _mask(adata, cell_type=c["cell_type"], condition=c["condition"])
+    in_either = np.isin(adata.obs_names, np.concatenate([reference.obs_names, query.obs_names])) | held_mask
+    models["(c) reference + query"] = train({}, adata[in_either].copy(), setup, held, seed, **extra)
+    train_cells = adata[in_either & ~held_mask].copy()
+    for cond in held:
+        controls = adata[_mask(adata, cell_type=cond["cell_type"], condition="control")]
+        base = {
+            "case": name,
+            "held out": cond["condition"] if name == "k562" else cond["cell_type"],
+            "seed": seed,
+        }
+        for row, (model, seconds) in models.items():
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                pred = model.predict_perturbation(cond, source=controls, seed=seed)
+            shared = {"reference s": ref_s} if row.startswith("(a)") else {}
+            rows.append(base | {"model": row, "train s": seconds} | shared | score(adata, pred, cond))
+        for row, fn in (
+            ("nearest-context shift", tl.baseline_nearest_context),
+            ("linear (PCA ridge)", tl.baseline_linear),
+        ):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                pred = fn(train_cells, conditions=[cond], **KW)
+            rows.append(base | {"model": row, "train s": 0.0} | score(adata, pred, cond))
+        ref, half = tl.baseline_real_vs_real(
+            adata, conditions=[cond], condition_keys=KW["condition_keys"], seed=seed
+        )
+        rows.append(base | {"model": "real vs real (floor)", "train s": 0.0} | score(ref, half, cond))
+    print(pd.DataFrame(rows).groupby("model")[[*METRICS, "train s"]].mean().round(3), flush=True)
+    return rows
+
+
+def summary(df: pd.DataFrame) -> pd.DataFrame:
+    g = df.groupby(["case", "held out", "model"], sort=False)[[*METRICS, "train s"]].mean()
+    return g.groupby(["case", "model"], sort=False).mean().round(4).reset_index()
+
+
+def goal(df: pd.DataFrame) -> pd.DataFrame:
+    """Per case: (a) - (c) and (a) - (b) on R^2 and change r (paired bootstrap CIs), and the time ratio (a) / (c)."""
+    out = []
+    for case, part in df.groupby("case", sort=False):
+        for reference in ("(c) reference + query", "(b) query alone"):
+            table = tl.compare(
+                part, reference=reference, metrics=["r2_de", "pearson_delta_de"], condition_keys=["held out"]
+            )
+            table = table[table["predictor"] == "(a) adapted"]
+            for _, r in table.iterrows():
+                out.append(
+                    {
+                        "case": case,
+                        "(a) minus": reference,
+                        "metric": r["metric"],
+                        "difference [95% CI]": f"{r['difference']:+.4f} [{r['ci_low']:+.4f}, {r['ci_high']:+.4f}]",
+                    }
+                )
+        seconds = part.groupby("model")["train s"].mean()
+        out.append(
+            {
+                "case": case,
+                "(a) minus": "time (a) / (c)",
+                "metric": "train s",
+                "difference [95% CI]": f"{seconds['(a) adapted'] / seconds['(c) reference + query']:.2f}",
+            }
+        )
+    return pd.DataFrame(out)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--cases", nargs="+", default=["kang", "k562"], choices=["kang", "k562"])
+    parser.add_argument(
+        "--steps", type=int, default=None, help="from-scratch steps (default: the model's own)"
+    )
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    if args.quick:
+        args.seeds, args.steps = [0], 200
+    torch.set_num_threads(args.threads)
+    warnings.simplefilter("ignore")
+    rows = []
+    for case in args.cases:
+        with C.keep_threads():
+            setup, cases = kang_cases(quick=args.quick) if case == "kang" else k562_cases(quick=args.quick)
+        for seed in args.seeds:
+            for name, label, adata, reference, query, held in cases:
+                rows += run_case(name, label, adata, reference, query, held, setup, seed, args.steps)
+    df = pd.DataFrame(rows)
+    df.to_csv(C.DOCS / "adapt_runs.csv", index=False, float_format="%.5g")
+    notes = (
+        "Means over held-out conditions of the seed means. (a): `CaLMFlowModel.load_query_data(prepared, reference)` "
+        "then `train()` at the adaptation defaults (a quarter of the learning rate and of the steps; transformer blocks "
+        "frozen); train s of (a) is the fine-tuning alone (the reference is trained once, `reference s` in the runs). "
+        "(b), (c): `CaLMFlowModel(adata)`, `train()` at the defaults. Per-run rows: `docs/benchmarks/adapt_runs.csv`.\n\n"
+        "### The goal: (a) within 0.01 of (c), above (b), at most a quarter of (c)'s time\n\n"
+        + goal(df).to_markdown(index=False)
+    )
+    C.write_table(
+        "adapt", "Adapt a trained model to new data", summary(df), command=C.command_line(), notes=notes
+    )
+
+
+if __name__ == "__main__":
+    main()
