@@ -298,11 +298,13 @@ def train_learned(
     return model, t.s
 
 
-def predict_learned(model, adata, cond: dict, seed: int):
-    """One predicted cell per control cell of the condition's context."""
+def predict_learned(model, adata, cond: dict, seed: int, **options):
+    """One predicted cell per control cell of the condition's context (``options``: to ``predict_perturbation``)."""
     if model.module.source == "control":
-        return model.predict_perturbation(cond, source=control_mask(adata, cond), seed=seed)
-    return model.predict_perturbation(cond, n_cells=int(control_mask(adata, cond).sum()), seed=seed)
+        return model.predict_perturbation(cond, source=control_mask(adata, cond), seed=seed, **options)
+    return model.predict_perturbation(
+        cond, n_cells=int(control_mask(adata, cond).sum()), seed=seed, **options
+    )
 
 
 def cellflow_output(

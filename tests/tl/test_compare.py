@@ -61,6 +61,16 @@ def test_no_difference_is_a_tie():
     )  # without floor=, a predictor like any
 
 
+def test_verdicts_of_a_lower_is_better_metric():
+    """MSE and E-distance: a CI that holds 0 is a tie, one wholly above 0 is worse, wholly below is better."""
+    rng = np.random.default_rng(5)
+    for effect, noise, expected in ((0.0, 0.05, "tie"), (0.1, 0.01, "worse"), (-0.1, 0.01, "better")):
+        scores = _scores(rng, effect=effect, noise=noise).rename(columns={"r2": "mse"})
+        out = tl.compare(scores, reference="baseline", metrics=["mse"], n_boot=500)
+        row = out.set_index("predictor").loc["model"]
+        assert row["verdict"] == expected, (effect, row["ci_low"], row["ci_high"])
+
+
 def test_bad_arguments_name_the_fix():
     scores = _scores(np.random.default_rng(3))
     with pytest.raises(ValueError, match="reference='nope' is not a predictor"):

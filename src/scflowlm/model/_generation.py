@@ -267,26 +267,22 @@ class GenerationMixin:
                 raise KeyError(f"Field(s) {missing} are neither in the condition nor in the source obs.")
             for f, v in cond.items():  # typed as registered: {"dose": 1.0} on an int column writes 1
                 obs[f] = [self.condition_table.typed(f, v)[0]] * len(obs)
-            # one request per distinct condition among the source cells (their own obs fill the missing fields)
-            groups = (
-                obs[fields].astype(str).groupby(fields, sort=False).indices
-                if fields
-                else {(): np.arange(len(obs))}
-            )
+            if all(f in cond for f in fields):  # the condition names every field: one request for all cells
+                groups = {(): np.arange(len(obs))}
+            else:  # one request per distinct condition among the source cells (their obs fill the missing fields)
+                groups = obs[fields].astype(str).groupby(fields, sort=False).indices
             for cells in groups.values():
                 row = obs[fields].iloc[int(cells[0])].to_dict()
                 request = requests[(len(x0s), tuple(map(str, row.values())))] = self._request(row, seed)
                 request.cells.extend((start + cells).tolist())
-            obs[PROMPT_COL] = None
             x0s.append(x0)
             obs_parts.append(obs)
             start += len(obs)
-        obs = pd.concat(obs_parts)
+        obs = pd.concat(obs_parts) if len(obs_parts) > 1 else obs_parts[0]
+        prompts, seen = np.full(len(obs), None, dtype=object), np.zeros(len(obs), dtype=bool)  # [n], [n]
         for req in requests.values():
-            obs.iloc[req.cells, obs.columns.get_loc(PROMPT_COL)] = req.prompt
-        obs[SEEN_COL] = False
-        for req in requests.values():
-            obs.iloc[req.cells, obs.columns.get_loc(SEEN_COL)] = req.seen
+            prompts[req.cells], seen[req.cells] = req.prompt, req.seen
+        obs[PROMPT_COL], obs[SEEN_COL] = prompts, seen
         return list(requests.values()), np.concatenate(x0s), obs
 
     # ------------------------------------------------------------------ one module call

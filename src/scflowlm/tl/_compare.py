@@ -181,7 +181,8 @@ def _one(values, metric, predictor, reference, floor, higher, n_boot, level, rng
     tail = _expanded_tail(level, len(conditions))
     low, high = np.quantile(boot, [tail, 1 - tail])
     sign = 1 if higher else -1
-    verdict = "better" if sign * low > 0 else "worse" if sign * high < 0 else "tie"
+    gain_low, gain_high = (low, high) if higher else (-high, -low)  # the CI of the gain (positive: better)
+    verdict = "better" if gain_low > 0 else "worse" if gain_high < 0 else "tie"
     row |= {
         "predictor_mean": p,
         "reference_mean": r,
