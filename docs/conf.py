@@ -133,7 +133,7 @@ def _benchmark_sections() -> str:
         )
     parts = []
     for f in files:
-        parts.append(f"\n```{{include}} benchmarks/{f.name}\n:heading-offset: 1\n```\n")
+        parts.append(f"\n```{{include}} benchmarks/{f.name}\n:heading-offset: 1\n:relative-images:\n```\n")
     return "".join(parts)
 
 

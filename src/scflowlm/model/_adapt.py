@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import os
 import warnings
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import anndata as ad
 import numpy as np
@@ -24,9 +24,6 @@ from scflowlm._warnings import ScflowlmWarning
 from scflowlm.data import ConditionCatalog, ConditionTable, PromptBuilder, check_gene_vectors
 
 from ._setup import registered_categories
-
-if TYPE_CHECKING:
-    from ._base import FlowModelBase
 
 __all__ = ["FREEZE", "AdaptMixin"]
 
@@ -45,7 +42,7 @@ _SETUP_KEYS = (
 )
 
 
-def _reference(cls, reference) -> FlowModelBase:
+def _reference(cls, reference) -> AdaptMixin:
     """A trained model of class ``cls``: the model itself, or the one saved in a folder (loaded without its data)."""
     if isinstance(reference, str | os.PathLike):
         with warnings.catch_warnings():
@@ -130,7 +127,7 @@ class AdaptMixin:
         *,
         freeze: Literal["none", "backbone"] = "backbone",
         perturbation_embeddings: pd.DataFrame | str | None = None,
-    ) -> FlowModelBase:
+    ) -> AdaptMixin:
         """A model for the query data that starts from everything the reference learned.
 
         ``adata`` is registered as ``setup_anndata`` would, with the reference's templates and keys (it gets the
@@ -222,7 +219,7 @@ class AdaptMixin:
         """Init parameters of an adapted model that differ from the reference's (e.g. a larger vocabulary)."""
         return {}
 
-    def _take_weights(self, reference: FlowModelBase) -> None:
+    def _take_weights(self, reference: AdaptMixin) -> None:
         """Copy the reference's weights; rows of a vocabulary are matched by name, new rows initialised."""
         raise NotImplementedError
 
@@ -238,7 +235,7 @@ class AdaptMixin:
             for p in self._frozen_parameters():
                 p.requires_grad_(requires_grad=False)
 
-    def _copy_matching(self, reference: FlowModelBase, skip: tuple[str, ...] = ()) -> None:
+    def _copy_matching(self, reference: AdaptMixin, skip: tuple[str, ...] = ()) -> None:
         """Copy every parameter of the reference's module of the same name and shape (but ``skip``)."""
         theirs = dict(reference.module.named_parameters())
         with torch.no_grad():
@@ -251,7 +248,7 @@ class AdaptMixin:
                     )
                 p.copy_(theirs[name])
 
-    def _take_singles(self, reference: FlowModelBase) -> None:
+    def _take_singles(self, reference: AdaptMixin) -> None:
         """The condition encoder's rows of the singles the reference knew; a new single's row is zero."""
         old = {s: i for i, s in enumerate(reference.vocabulary)}
         theirs = reference.module.encoder.embedding.weight
@@ -263,7 +260,7 @@ class AdaptMixin:
                     mine[i] = theirs[old[s]]
 
 
-def _union_catalog(ref: FlowModelBase, registry: dict, adata: ad.AnnData) -> ConditionCatalog:
+def _union_catalog(ref: AdaptMixin, registry: dict, adata: ad.AnnData) -> ConditionCatalog:
     """The reference's conditions and the query's, in the query registry's (extended) codes."""
     args = registry["setup_args"]
     builder = PromptBuilder(
