@@ -19,6 +19,7 @@ shared). **Goal**: (a) within 0.01 of (c) on top-100 DE R^2 and change r, above 
 Usage::
 
     python benchmarks/adapt.py                 # both cases, 3 seeds
+    python benchmarks/adapt.py --resume        # keep the runs already in adapt_runs.partial.csv
     python benchmarks/adapt.py --quick         # one seed, one Kang type, few steps: a smoke test
 """
 
@@ -191,19 +192,33 @@ def main() -> None:
     )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument(
+        "--resume", action="store_true", help="keep the runs of adapt_runs.partial.csv (case, held out, seed)"
+    )
     args = parser.parse_args()
     if args.quick:
         args.seeds, args.steps = [0], 200
     torch.set_num_threads(args.threads)
     warnings.simplefilter("ignore")
-    rows = []
+    partial = C.DOCS / "adapt_runs.partial.csv"
+    done = set()
+    if args.resume and partial.exists():
+        old = pd.read_csv(partial)
+        done = set(zip(old["case"], old["label"], old["seed"], strict=True))
+    elif partial.exists():
+        partial.unlink()
     for case in args.cases:
         with C.keep_threads():
             setup, cases = kang_cases(quick=args.quick) if case == "kang" else k562_cases(quick=args.quick)
         for seed in args.seeds:
             for name, label, adata, reference, query, held in cases:
-                rows += run_case(name, label, adata, reference, query, held, setup, seed, args.steps)
-    df = pd.DataFrame(rows)
+                if (name, label, seed) in done:
+                    continue
+                rows = run_case(name, label, adata, reference, query, held, setup, seed, args.steps)
+                rows = pd.DataFrame(rows).assign(label=label)
+                rows.to_csv(partial, mode="a", header=not partial.exists(), index=False)
+    df = pd.read_csv(partial).drop(columns="label")
+    partial.unlink()
     df.to_csv(C.DOCS / "adapt_runs.csv", index=False, float_format="%.5g")
     notes = (
         "Means over held-out conditions of the seed means. (a): `CaLMFlowModel.load_query_data(prepared, reference)` "

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import warnings
 
+import anndata as ad
 import numpy as np
 import pytest
 import torch
@@ -68,6 +69,16 @@ def test_query_genes_are_aligned_to_the_reference_pca(reference):
     assert list(query.var_names) == list(map(str, model.var_names_))  # the user's AnnData is not changed
 
 
+def test_extra_query_genes_are_dropped_with_a_warning_that_names_only_them(reference):
+    cls, model, _, query = reference
+    wider = ad.concat([query, query[:, :3]], axis=1)  # three genes the reference does not know
+    wider.var_names = [*map(str, query.var_names), "NEW1", "NEW2", "NEW3"]
+    with pytest.warns(ScflowlmWarning, match=r"40 of the reference's 40 genes: 3 genes") as record:
+        prepared = cls.prepare_query_anndata(wider, model)
+    assert "zeros" not in str(record[0].message)
+    assert list(prepared.var_names) == list(map(str, model.var_names_))
+
+
 def test_the_adapted_model_keeps_every_reference_prediction(reference):
     """Vocabularies extended (a new single, a new cell type) without changing a reference condition's cells."""
     cls, model, ref, query = reference
@@ -120,3 +131,18 @@ def test_adapting_checks_its_arguments(reference):
     other = CFMModel if cls is scflowlm.CaLMFlowModel else scflowlm.CaLMFlowModel
     with pytest.raises(TypeError, match=f"reference must be a {other.__name__}"):
         other.load_query_data(prepared, model)
+
+
+@pytest.mark.parametrize("with_history", [True, False], ids=["reference history", "none"])
+def test_fine_tuning_keeps_a_history(reference, monkeypatch, with_history):
+    """Fine-tuning's epochs follow the reference's; without them, its own: no 'cannot be updated' warning."""
+    cls, model, _, query = reference
+    if not with_history:
+        monkeypatch.setattr(model, "history_", None)
+    adapted = cls.load_query_data(cls.prepare_query_anndata(query, model), model)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        adapted.train(max_epochs=2, batch_size=32, enable_progress_bar=False, enable_checkpointing=False)
+    assert not [w for w in caught if "cannot be updated" in str(w.message)]
+    before = len(model.history_["train_loss"]) if with_history else 0
+    assert len(adapted.history_["train_loss"]) == before + 2

@@ -88,11 +88,18 @@ class AdaptMixin:
         genes = pd.Index(np.asarray(ref.var_names_).astype(str))
         query = pd.Index(adata.var_names.astype(str))
         missing, extra = genes.difference(query, sort=False), query.difference(genes, sort=False)
-        if len(missing) or len(extra):
+        parts = []
+        if len(missing):
+            parts.append(f"{len(missing)} missing ones are added as zeros (e.g. {list(missing[:5])})")
+        if len(extra):
+            parts.append(
+                f"{len(extra)} genes the reference does not know are dropped (e.g. {list(extra[:5])})"
+            )
+        if parts:
             warnings.warn(
-                f"The query has {len(genes) - len(missing)} of the reference's {len(genes)} genes: {len(missing)} "
-                f"missing ones are added as zeros (e.g. {list(missing[:5])}), {len(extra)} genes the reference does "
-                f"not know are dropped (e.g. {list(extra[:5])}).",
+                f"The query has {len(genes) - len(missing)} of the reference's {len(genes)} genes: "
+                + "; ".join(parts)
+                + ".",
                 ScflowlmWarning,
                 stacklevel=2,
             )
@@ -212,6 +219,9 @@ class AdaptMixin:
         model.train_conditions_ = sorted(set(model.reference_conditions_) | set(model.train_conditions_))
         model._apply_freeze()
         model.is_trained_ = getattr(ref, "is_trained_", False)
+        # fine-tuning's epochs are appended to the reference's (``pl.history`` shows both)
+        history = getattr(ref, "history_", None)
+        model.history_ = copy.deepcopy(history) if isinstance(history, dict) and history else None
         return model
 
     # ------------------------------------------------------------------ what a subclass adds

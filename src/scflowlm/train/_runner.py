@@ -54,6 +54,21 @@ class FlowTrainRunner(TrainRunner):
         trainer_kwargs = chosen | trainer_kwargs  # an explicit simple_progress_bar wins
         super().__init__(model, training_plan, data_splitter, max_epochs, **trainer_kwargs)
 
+    def _update_history(self):
+        """scvi-tools' history, also for a model trained elsewhere whose history is not at hand.
+
+        A model adapted from a reference (``load_query_data``) is trained already; without the reference's history
+        scvi-tools would warn that it "cannot be updated" and keep none: here it keeps this training's.
+        """
+        if self.model.is_trained_ is True and not self.model.history_:
+            self.model.is_trained_ = False
+            try:
+                super()._update_history()
+            finally:
+                self.model.is_trained_ = True
+            return
+        super()._update_history()
+
     def _run_training_core(self):
         try:
             self.trainer.fit(self.training_plan, self.data_splitter, ckpt_path=self.ckpt_path)
