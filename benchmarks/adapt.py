@@ -21,6 +21,11 @@ Usage::
     python benchmarks/adapt.py                 # both cases, 3 seeds
     python benchmarks/adapt.py --resume        # keep the runs already in adapt_runs.partial.csv
     python benchmarks/adapt.py --quick         # one seed, one Kang type, few steps: a smoke test
+    python benchmarks/adapt.py --sweep --seeds 0 1   # the adaptation defaults against other settings
+
+**The sweep** (``--sweep``) chose the adaptation defaults: per case and seed one reference, then fine-tuning at
+each of :data:`SWEEP` (learning rate and step budget as fractions of a new model's, what stays frozen) and (c);
+written to ``docs/benchmarks/adapt_sweep.md``.
 """
 
 from __future__ import annotations
@@ -45,6 +50,14 @@ from scflowlm import tl
 KW = C.KEYS
 METRICS = ["r2_de", "pearson_delta_de", "edistance"]
 REFERENCE_TYPES = ["CD4 T cells", "CD14+ Monocytes"]
+#: fine-tuning settings of the sweep: label -> (freeze, learning-rate fraction, step fraction)
+SWEEP = {
+    "backbone, lr 1/4, steps 1/4": ("backbone", 0.25, 0.25),
+    "backbone, lr 1, steps 1/4": ("backbone", 1.0, 0.25),
+    "none, lr 1/4, steps 1/4": ("none", 0.25, 0.25),
+    "none, lr 1, steps 1/4": ("none", 1.0, 0.25),
+    "backbone, lr 1/2, steps 1/3": ("backbone", 0.5, 1 / 3),
+}
 
 
 def _mask(adata, **values) -> np.ndarray:
@@ -99,6 +112,42 @@ def score(adata, pred, cond) -> dict:
     return df.iloc[0][METRICS].to_dict()
 
 
+def together(adata, reference, query, held, setup, seed, extra) -> tuple:
+    """(c): one model trained on reference + query, the held-out cells held out; and the cells it trained on."""
+    held_mask = np.zeros(adata.n_obs, dtype=bool)
+    for c in held:
+        held_mask |= _mask(adata, cell_type=c["cell_type"], condition=c["condition"])
+    in_either = np.isin(adata.obs_names, np.concatenate([reference.obs_names, query.obs_names])) | held_mask
+    model = train({}, adata[in_either].copy(), setup, held, seed, **extra)
+    return model, adata[in_either & ~held_mask].copy()
+
+
+def learned_rows(models: dict, adata, cond, base: dict, seed: int, extra: dict | None = None) -> list[dict]:
+    """One scored row per learned model (``extra``: more columns for a model's row)."""
+    rows = []
+    for row, (model, seconds) in models.items():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            pred = model.predict_perturbation(cond, source=controls_of(adata, cond), seed=seed)
+        more = (extra or {}).get(row, {})
+        rows.append(base | {"model": row, "train s": seconds} | more | score(adata, pred, cond))
+    return rows
+
+
+def controls_of(adata, cond):
+    """The control cells of a condition's cell type."""
+    return adata[_mask(adata, cell_type=cond["cell_type"], condition="control")]
+
+
+def base_row(name, cond, seed) -> dict:
+    """The columns that name a run: case, held-out condition (K562) or cell type (Kang), seed."""
+    return {
+        "case": name,
+        "held out": cond["condition"] if name == "k562" else cond["cell_type"],
+        "seed": seed,
+    }
+
+
 def run_case(name, label, adata, reference, query, held, setup, seed, steps) -> list[dict]:
     """Every row of one held-out set at one seed."""
     extra = {"max_steps": steps} if steps else {}
@@ -111,25 +160,10 @@ def run_case(name, label, adata, reference, query, held, setup, seed, steps) -> 
         adapted.train(enable_progress_bar=False, **({"max_steps": max(steps // 4, 1)} if steps else {}))
     models = {"(a) adapted": (adapted, t.s)}
     models["(b) query alone"] = train({}, query, setup, [], seed, **extra)
-    held_mask = np.zeros(adata.n_obs, dtype=bool)
-    for c in held:
-        held_mask |= _mask(adata, cell_type=c["cell_type"], condition=c["condition"])
-    in_either = np.isin(adata.obs_names, np.concatenate([reference.obs_names, query.obs_names])) | held_mask
-    models["(c) reference + query"] = train({}, adata[in_either].copy(), setup, held, seed, **extra)
-    train_cells = adata[in_either & ~held_mask].copy()
+    models["(c) reference + query"], train_cells = together(adata, reference, query, held, setup, seed, extra)
     for cond in held:
-        controls = adata[_mask(adata, cell_type=cond["cell_type"], condition="control")]
-        base = {
-            "case": name,
-            "held out": cond["condition"] if name == "k562" else cond["cell_type"],
-            "seed": seed,
-        }
-        for row, (model, seconds) in models.items():
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                pred = model.predict_perturbation(cond, source=controls, seed=seed)
-            shared = {"reference s": ref_s} if row.startswith("(a)") else {}
-            rows.append(base | {"model": row, "train s": seconds} | shared | score(adata, pred, cond))
+        base = base_row(name, cond, seed)
+        rows += learned_rows(models, adata, cond, base, seed, extra={"(a) adapted": {"reference s": ref_s}})
         for row, fn in (
             ("nearest-context shift", tl.baseline_nearest_context),
             ("linear (PCA ridge)", tl.baseline_linear),
@@ -144,6 +178,63 @@ def run_case(name, label, adata, reference, query, held, setup, seed, steps) -> 
         rows.append(base | {"model": "real vs real (floor)", "train s": 0.0} | score(ref, half, cond))
     print(pd.DataFrame(rows).groupby("model")[[*METRICS, "train s"]].mean().round(3), flush=True)
     return rows
+
+
+def sweep_case(name, label, adata, reference, query, held, setup, seed, steps) -> list[dict]:
+    """One reference, every fine-tuning setting of :data:`SWEEP` and (c), scored on the held-out conditions."""
+    extra = {"max_steps": steps} if steps else {}
+    ref_model, _ = train({}, reference, setup, [], seed, **extra)
+    prepared = scflowlm.CaLMFlowModel.prepare_query_anndata(query, ref_model)
+    models = {}
+    for row, (freeze, lr_factor, steps_factor) in SWEEP.items():
+        scvi.settings.seed = seed
+        adapted = scflowlm.CaLMFlowModel.load_query_data(prepared, ref_model, freeze=freeze)
+        adapted._adapt_steps_factor = steps_factor  # the step budget this setting tries
+        short = {"max_steps": max(int(steps * steps_factor), 1)} if steps else {}
+        with C.Timer() as t:
+            adapted.train(enable_progress_bar=False, lr=adapted._default_lr * lr_factor, **short)
+        models[row] = (adapted, t.s)
+    models["(c) reference + query"], _ = together(adata, reference, query, held, setup, seed, extra)
+    rows = []
+    for cond in held:
+        rows += learned_rows(models, adata, cond, base_row(name, cond, seed), seed)
+    print(pd.DataFrame(rows).groupby("model")[[*METRICS, "train s"]].mean().round(3), flush=True)
+    return rows
+
+
+def write_sweep(df: pd.DataFrame) -> None:
+    """The sweep's table: means per case and setting, and each setting minus (c) with its CI."""
+    out = []
+    for case, part in df.groupby("case", sort=False):
+        table = tl.compare(
+            part, reference="(c) reference + query", metrics=METRICS, condition_keys=["held out"]
+        )
+        seconds = part.groupby("model")["train s"].mean()
+        for setting in SWEEP:
+            row = {
+                "case": case,
+                "setting": setting,
+                "time / (c)": round(seconds[setting] / seconds["(c) reference + query"], 2),
+            }
+            for _, r in table[table["predictor"] == setting].iterrows():
+                row[f"{r['metric']} - (c)"] = (
+                    f"{r['difference']:+.3f} [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}]"
+                )
+            out.append(row)
+    notes = (
+        "Each setting fine-tunes the same reference (per case and seed) at a fraction of a new model's learning "
+        "rate and step budget, with the transformer blocks frozen (`backbone`) or not (`none`); differences are "
+        "the setting minus (c), one model trained on reference + query, with the paired bootstrap 95% CI of "
+        "`tl.compare` over held-out conditions and seeds.\n\nMeans over held-out conditions of the seed means:\n\n"
+        + summary(df).to_markdown(index=False)
+    )
+    C.write_table(
+        "adapt_sweep",
+        "Adaptation settings",
+        pd.DataFrame(out),
+        command=C.command_line(),
+        notes=notes,
+    )
 
 
 def summary(df: pd.DataFrame) -> pd.DataFrame:
@@ -192,6 +283,7 @@ def main() -> None:
     )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--sweep", action="store_true", help="fine-tuning settings against (c)")
     parser.add_argument(
         "--resume", action="store_true", help="keep the runs of adapt_runs.partial.csv (case, held out, seed)"
     )
@@ -200,6 +292,18 @@ def main() -> None:
         args.seeds, args.steps = [0], 200
     torch.set_num_threads(args.threads)
     warnings.simplefilter("ignore")
+    if args.sweep:
+        rows = []
+        for case in args.cases:
+            with C.keep_threads():
+                setup, cases = (
+                    kang_cases(quick=args.quick) if case == "kang" else k562_cases(quick=args.quick)
+                )
+            for seed in args.seeds:
+                for name, label, adata, reference, query, held in cases:
+                    rows += sweep_case(name, label, adata, reference, query, held, setup, seed, args.steps)
+        write_sweep(pd.DataFrame(rows))
+        return
     partial = C.DOCS / "adapt_runs.partial.csv"
     done = set()
     if args.resume and partial.exists():

@@ -9,7 +9,7 @@ import pytest
 
 TUTORIALS = Path(__file__).resolve().parents[1] / "tutorials"
 NOTEBOOKS = sorted(TUTORIALS.glob("*.ipynb"))
-#: the real data 02_perturbation_prediction reads (it would download the full data set without it)
+#: the real data 02_perturbation_prediction and 05_adapt_to_your_data read (it would download the full data set without it)
 KANG = (
     TUTORIALS
     / ".."
@@ -30,6 +30,7 @@ def test_tutorials_exist():
         "02_perturbation_prediction.ipynb",
         "03_pretrained_backbone.ipynb",
         "04_combinations_and_unseen_genes.ipynb",
+        "05_adapt_to_your_data.ipynb",
     ]
 
 
@@ -55,7 +56,7 @@ def test_tutorial_executes(path, monkeypatch):
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
     pytest.importorskip("ipykernel")
-    if path.stem.startswith("02") and not KANG.exists():
+    if path.stem.startswith(("02", "05")) and not KANG.exists():
         pytest.skip("the Kang 2018 example data is not beside the repository (shared/data)")
     if path.stem.startswith("04") and not DEVEL.exists():
         pytest.skip("the PerturBench devel data is not beside the repository (shared/data)")
