@@ -105,6 +105,23 @@ def train(cls_kwargs, adata, setup, holdout, seed, **train_kwargs):
     return model, t.s
 
 
+def fine_tune(prepared, ref_model, seed, steps, setting: str | None = None):
+    """(a): the reference fine-tuned on the prepared query, at the adaptation defaults or at a setting of
+    :data:`SWEEP` (its freeze and its fractions of a new model's learning rate and steps); and its seconds.
+
+    With ``steps`` (``--steps``, ``--quick``) the fine-tune takes that fraction of ``steps``.
+    """
+    scvi.settings.seed = seed
+    freeze = {} if setting is None else {"freeze": SWEEP[setting][0]}
+    adapted = scflowlm.CaLMFlowModel.load_query_data(prepared, ref_model, **freeze)
+    if setting is not None:  # the fractions this setting tries instead of the defaults
+        _, adapted._adapt_lr_factor, adapted._adapt_steps_factor = SWEEP[setting]
+    short = {"max_steps": max(int(steps * adapted._adapt_steps_factor), 1)} if steps else {}
+    with C.Timer() as t:
+        adapted.train(enable_progress_bar=False, **short)
+    return adapted, t.s
+
+
 def score(adata, pred, cond) -> dict:
     df = tl.evaluate(
         adata, pred, conditions=[cond], metrics=METRICS, space="pca", max_cells=None, key_added=None, **KW
@@ -154,11 +171,7 @@ def run_case(name, label, adata, reference, query, held, setup, seed, steps) -> 
     rows = []
     ref_model, ref_s = train({}, reference, setup, [], seed, **extra)
     prepared = scflowlm.CaLMFlowModel.prepare_query_anndata(query, ref_model)
-    scvi.settings.seed = seed
-    adapted = scflowlm.CaLMFlowModel.load_query_data(prepared, ref_model)
-    with C.Timer() as t:
-        adapted.train(enable_progress_bar=False, **({"max_steps": max(steps // 4, 1)} if steps else {}))
-    models = {"(a) adapted": (adapted, t.s)}
+    models = {"(a) adapted": fine_tune(prepared, ref_model, seed, steps)}
     models["(b) query alone"] = train({}, query, setup, [], seed, **extra)
     models["(c) reference + query"], train_cells = together(adata, reference, query, held, setup, seed, extra)
     for cond in held:
@@ -185,15 +198,7 @@ def sweep_case(name, label, adata, reference, query, held, setup, seed, steps) -
     extra = {"max_steps": steps} if steps else {}
     ref_model, _ = train({}, reference, setup, [], seed, **extra)
     prepared = scflowlm.CaLMFlowModel.prepare_query_anndata(query, ref_model)
-    models = {}
-    for row, (freeze, lr_factor, steps_factor) in SWEEP.items():
-        scvi.settings.seed = seed
-        adapted = scflowlm.CaLMFlowModel.load_query_data(prepared, ref_model, freeze=freeze)
-        adapted._adapt_steps_factor = steps_factor  # the step budget this setting tries
-        short = {"max_steps": max(int(steps * steps_factor), 1)} if steps else {}
-        with C.Timer() as t:
-            adapted.train(enable_progress_bar=False, lr=adapted._default_lr * lr_factor, **short)
-        models[row] = (adapted, t.s)
+    models = {setting: fine_tune(prepared, ref_model, seed, steps, setting) for setting in SWEEP}
     models["(c) reference + query"], _ = together(adata, reference, query, held, setup, seed, extra)
     rows = []
     for cond in held:
@@ -272,6 +277,16 @@ def goal(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+def each_run(args):
+    """(setup, seed, case) of every run the arguments ask for, cases loaded once per data set."""
+    for case in args.cases:
+        with C.keep_threads():
+            setup, cases = kang_cases(quick=args.quick) if case == "kang" else k562_cases(quick=args.quick)
+        for seed in args.seeds:
+            for one in cases:
+                yield setup, seed, one
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -294,14 +309,8 @@ def main() -> None:
     warnings.simplefilter("ignore")
     if args.sweep:
         rows = []
-        for case in args.cases:
-            with C.keep_threads():
-                setup, cases = (
-                    kang_cases(quick=args.quick) if case == "kang" else k562_cases(quick=args.quick)
-                )
-            for seed in args.seeds:
-                for name, label, adata, reference, query, held in cases:
-                    rows += sweep_case(name, label, adata, reference, query, held, setup, seed, args.steps)
+        for setup, seed, (name, label, adata, reference, query, held) in each_run(args):
+            rows += sweep_case(name, label, adata, reference, query, held, setup, seed, args.steps)
         write_sweep(pd.DataFrame(rows))
         return
     partial = C.DOCS / "adapt_runs.partial.csv"
@@ -311,16 +320,12 @@ def main() -> None:
         done = set(zip(old["case"], old["label"], old["seed"], strict=True))
     elif partial.exists():
         partial.unlink()
-    for case in args.cases:
-        with C.keep_threads():
-            setup, cases = kang_cases(quick=args.quick) if case == "kang" else k562_cases(quick=args.quick)
-        for seed in args.seeds:
-            for name, label, adata, reference, query, held in cases:
-                if (name, label, seed) in done:
-                    continue
-                rows = run_case(name, label, adata, reference, query, held, setup, seed, args.steps)
-                rows = pd.DataFrame(rows).assign(label=label)
-                rows.to_csv(partial, mode="a", header=not partial.exists(), index=False)
+    for setup, seed, (name, label, adata, reference, query, held) in each_run(args):
+        if (name, label, seed) in done:
+            continue
+        rows = run_case(name, label, adata, reference, query, held, setup, seed, args.steps)
+        rows = pd.DataFrame(rows).assign(label=label)
+        rows.to_csv(partial, mode="a", header=not partial.exists(), index=False)
     df = pd.read_csv(partial).drop(columns="label")
     partial.unlink()
     df.to_csv(C.DOCS / "adapt_runs.csv", index=False, float_format="%.5g")
